@@ -1,0 +1,20 @@
+"""frn_keras: batch-independent normalization layers for Keras 3.
+
+`FilterResponseNormalization` and `TLU` (Singh & Krishnan, 2020) as Keras 3
+layers, registered for serialization under the package name `frn_keras`.
+"""
+
+__version__ = "0.1.0"
+
+from frn_keras import layers
+from frn_keras import migration
+from frn_keras.layers import TLU
+from frn_keras.layers import FilterResponseNormalization
+
+__all__ = [
+    "FilterResponseNormalization",
+    "TLU",
+    "layers",
+    "migration",
+    "__version__",
+]

@@ -1,0 +1,8 @@
+"""The frn_keras layers."""
+
+from frn_keras.layers.filter_response_normalization import (
+    FilterResponseNormalization,
+)
+from frn_keras.layers.tlu import TLU
+
+__all__ = ["FilterResponseNormalization", "TLU"]

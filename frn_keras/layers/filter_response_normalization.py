@@ -1,0 +1,267 @@
+"""The `FilterResponseNormalization` layer."""
+
+import math
+import numbers
+
+import keras
+from keras import backend
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from frn_keras.layers._channel_axis import broadcast_shape
+from frn_keras.layers._channel_axis import check_axis_argument
+from frn_keras.layers._channel_axis import resolve_channel_axis
+
+
+@keras.saving.register_keras_serializable(package="frn_keras")
+class FilterResponseNormalization(keras.layers.Layer):
+    """Filter Response Normalization (FRN) layer.
+
+    FRN normalizes each channel of each sample by the root mean square of
+    its responses over the spatial axes, with no mean subtraction and no
+    batch statistics:
+
+    ```
+    nu2 = mean(x ** 2, axis=spatial_axes)       # per sample, per channel
+    y = gamma * x / sqrt(nu2 + eps) + beta
+    ```
+
+    Every axis except the batch axis `0` and the channel `axis` is averaged
+    over. Because nothing is shared between the samples of a batch, the
+    output of each sample is independent of the rest of its batch, there are
+    no moving averages, and training and inference compute the same
+    function. This makes FRN a drop-in replacement for BatchNormalization
+    when the per-device batch is small (detection, segmentation, video,
+    large models). Follow it with `TLU`, which the paper pairs with it in
+    place of ReLU.
+
+    For inputs with one value per channel (rank 2, e.g. after `Dense`, the
+    paper's `N = 1` case) `nu2 = x ** 2` and the output is close to
+    `gamma * sign(x) + beta` unless `eps` is large enough; the paper's advice
+    there is `learned_epsilon=True`, which learns
+    `eps = epsilon + |eps_learned|`.
+
+    Under mixed precision (`"mixed_float16"`, `"mixed_bfloat16"`) the weights
+    stay in float32, the statistics and the normalization are computed in
+    float32, and the output is cast to the layer's compute dtype, so large
+    float16 activations (where a float16 `mean(x ** 2)` would overflow) give
+    finite, accurate results.
+
+    Example:
+
+    >>> x = np.random.rand(2, 8, 8, 16).astype("float32")
+    >>> frn = frn_keras.FilterResponseNormalization()
+    >>> y = frn_keras.TLU()(frn(x))
+    >>> y.shape
+    TensorShape([2, 8, 8, 16])
+
+    Args:
+        axis: Integer, the channel axis. Statistics are taken over every
+            axis except the batch axis `0` and `axis`. Use `1` for
+            channels-first data. Defaults to `-1`.
+        epsilon: Small float > 0 added to `nu2` to avoid dividing by zero.
+            Defaults to `1e-6`.
+        learned_epsilon: If `True`, add a trainable scalar `eps_learned` and
+            use `eps = epsilon + |eps_learned|`. Recommended for rank-2 inputs.
+            Defaults to `False`.
+        learned_epsilon_initializer: Float >= 0 (the initial value) or
+            initializer for `eps_learned`. Defaults to `1e-4`.
+        learned_epsilon_constraint: Optional constraint for `eps_learned`.
+            Defaults to `None`.
+        center: If `True`, add the offset `beta`. Defaults to `True`.
+        scale: If `True`, multiply by `gamma`. Defaults to `True`.
+        beta_initializer: Initializer for `beta`. Defaults to `"zeros"`.
+        gamma_initializer: Initializer for `gamma`. Defaults to `"ones"`.
+        beta_regularizer: Optional regularizer for `beta`. Defaults to `None`.
+        gamma_regularizer: Optional regularizer for `gamma`.
+            Defaults to `None`.
+        beta_constraint: Optional constraint for `beta`. Defaults to `None`.
+        gamma_constraint: Optional constraint for `gamma`. Defaults to `None`.
+        **kwargs: Base layer keyword arguments (e.g. `name` and `dtype`).
+
+    Input shape:
+        Arbitrary, of rank >= 2 with a known channel dimension: e.g.
+        `(batch, channels)`, `(batch, steps, channels)`,
+        `(batch, height, width, channels)` or
+        `(batch, depth, height, width, channels)`, or channels-first with
+        `axis=1`.
+
+    Output shape:
+        Same shape as input.
+
+    Weights:
+        `gamma` and `beta` of shape `(channels,)` (when `scale` / `center`),
+        and `learned_epsilon` of shape `(1,)` (when `learned_epsilon`).
+
+    Reference:
+
+    - [Singh & Krishnan, 2020](https://arxiv.org/abs/1911.09737), "Filter
+      Response Normalization Layer: Eliminating Batch Dependence in the
+      Training of Deep Neural Networks".
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-6,
+        learned_epsilon=False,
+        learned_epsilon_initializer=1e-4,
+        learned_epsilon_constraint=None,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        axis = check_axis_argument(axis)
+        if (
+            isinstance(epsilon, bool)
+            or not isinstance(epsilon, numbers.Real)
+            or not math.isfinite(epsilon)
+            or epsilon <= 0
+        ):
+            raise ValueError(
+                "Argument `epsilon` must be a finite float > 0. "
+                f"Received: epsilon={epsilon!r}"
+            )
+        if not isinstance(learned_epsilon, bool):
+            raise ValueError(
+                "Argument `learned_epsilon` must be a bool. "
+                f"Received: learned_epsilon={learned_epsilon!r}"
+            )
+        super().__init__(**kwargs)
+        # Statistics are computed in float32 (or wider) whatever the policy.
+        self.autocast = False
+        self.axis = axis
+        self.epsilon = float(epsilon)
+        self.learned_epsilon = learned_epsilon
+        self.learned_epsilon_initializer = _epsilon_initializer(
+            learned_epsilon_initializer
+        )
+        self.learned_epsilon_constraint = constraints.get(
+            learned_epsilon_constraint
+        )
+        self.center = center
+        self.scale = scale
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+
+    def build(self, input_shape):
+        axis, channels = resolve_channel_axis(
+            self.axis, input_shape, self.name
+        )
+        rank = len(input_shape)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=rank, axes={axis: channels}
+        )
+        self._reduction_axes = tuple(
+            i for i in range(1, rank) if i != axis
+        )
+        self._broadcast_shape = broadcast_shape(rank, axis, channels)
+
+        self.gamma = None
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=(channels,),
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+            )
+        self.beta = None
+        if self.center:
+            self.beta = self.add_weight(
+                shape=(channels,),
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+            )
+        self.eps_learned = None
+        if self.learned_epsilon:
+            self.eps_learned = self.add_weight(
+                shape=(1,),
+                name="learned_epsilon",
+                initializer=self.learned_epsilon_initializer,
+                constraint=self.learned_epsilon_constraint,
+            )
+
+    def call(self, inputs):
+        # float16 would overflow in x ** 2 for |x| > 256: compute in float32.
+        dtype = backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, dtype)
+        if self._reduction_axes:
+            nu2 = ops.mean(
+                ops.square(x), axis=self._reduction_axes, keepdims=True
+            )
+        else:
+            nu2 = ops.square(x)  # rank 2: one value per channel (N = 1)
+        epsilon = self.epsilon
+        if self.eps_learned is not None:
+            epsilon = epsilon + ops.abs(ops.cast(self.eps_learned, dtype))
+        inv = ops.rsqrt(nu2 + epsilon)
+        if self.gamma is not None:
+            inv = inv * self._per_channel(self.gamma, dtype)
+        outputs = x * inv
+        if self.beta is not None:
+            outputs = outputs + self._per_channel(self.beta, dtype)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _per_channel(self, weight, dtype):
+        return ops.reshape(ops.cast(weight, dtype), self._broadcast_shape)
+
+    def compute_output_shape(self, input_shape):
+        resolve_channel_axis(self.axis, input_shape, self.name)
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = {
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "learned_epsilon": self.learned_epsilon,
+            "learned_epsilon_initializer": initializers.serialize(
+                self.learned_epsilon_initializer
+            ),
+            "learned_epsilon_constraint": constraints.serialize(
+                self.learned_epsilon_constraint
+            ),
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+        }
+        base_config = super().get_config()
+        return {**base_config, **config}
+
+
+def _epsilon_initializer(value):
+    """A float initial value becomes a `Constant`; anything else a keras
+    initializer."""
+    if isinstance(value, bool):
+        raise ValueError(
+            "Argument `learned_epsilon_initializer` must be a float >= 0 or "
+            f"an initializer. Received: learned_epsilon_initializer={value!r}"
+        )
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                "Argument `learned_epsilon_initializer` must be a finite "
+                "float >= 0 or an initializer. "
+                f"Received: learned_epsilon_initializer={value!r}"
+            )
+        return initializers.Constant(float(value))
+    return initializers.get(value)

@@ -1,0 +1,296 @@
+"""FilterResponseNormalization against the float64 NumPy reference, its
+properties (batch independence, training == inference, XLA == eager), mixed
+precision and argument checking."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from frn_keras import FilterResponseNormalization
+from tests import harness
+from tests import numpy_reference as ref
+
+
+def _random_frn(shape, axis, learned_epsilon, dtype="float64", seed=0):
+    """A built layer with random gamma, beta (and eps_learned)."""
+    rng = np.random.default_rng(seed)
+    layer = FilterResponseNormalization(
+        axis=axis, epsilon=1e-4, learned_epsilon=learned_epsilon, dtype=dtype
+    )
+    layer.build(shape)
+    c = shape[axis]
+    params = {
+        "gamma": rng.uniform(0.5, 1.5, size=c),
+        "beta": rng.normal(size=c),
+        "eps_learned": -3e-3 if learned_epsilon else None,
+    }
+    layer.gamma.assign(params["gamma"])
+    layer.beta.assign(params["beta"])
+    if learned_epsilon:
+        layer.eps_learned.assign([params["eps_learned"]])
+    return layer, params
+
+
+def _reference(x, axis, params):
+    return ref.frn_forward(
+        x, axis, params["gamma"], params["beta"], 1e-4, params["eps_learned"]
+    )
+
+
+@pytest.mark.parametrize("learned_epsilon", [False, True])
+@pytest.mark.parametrize(
+    "shape,axis",
+    harness.SHAPES_AND_AXES,
+    ids=harness.ids(harness.SHAPES_AND_AXES),
+)
+def test_forward_and_gradients_match_float64_reference(
+    shape, axis, learned_epsilon
+):
+    rng = np.random.default_rng(1)
+    # Small activations so that eps matters and its gradient is tested.
+    x = rng.normal(size=shape) * 0.05
+    upstream = rng.normal(size=shape)
+    layer, params = _random_frn(shape, axis, learned_epsilon)
+
+    y, grads = harness.outputs_and_gradients(layer, x, upstream)
+
+    np.testing.assert_allclose(y, _reference(x, axis, params), rtol=1e-10)
+    expected = ref.frn_backward(
+        x, axis, params["gamma"], params["beta"], 1e-4,
+        params["eps_learned"], upstream,
+    )
+    for name in ["x", "gamma", "beta"]:
+        np.testing.assert_allclose(
+            grads[name], expected[name], rtol=1e-8, atol=1e-10, err_msg=name
+        )
+    if learned_epsilon:
+        np.testing.assert_allclose(
+            grads["learned_epsilon"], [expected["eps_learned"]], rtol=1e-8
+        )
+
+
+@pytest.mark.parametrize(
+    "shape,axis",
+    harness.SHAPES_AND_AXES,
+    ids=harness.ids(harness.SHAPES_AND_AXES),
+)
+def test_float32_forward_matches_reference(shape, axis):
+    x = np.random.default_rng(2).normal(size=shape).astype("float32") * 3
+    layer, params = _random_frn(shape, axis, True, dtype="float32")
+    y = layer(x)
+    assert y.dtype == tf.float32
+    np.testing.assert_allclose(
+        y.numpy(), _reference(x, axis, params), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_statistics_are_per_sample_and_per_channel():
+    # Scaling one channel of one sample leaves every other output untouched
+    # and that channel's output unchanged up to the effect of eps.
+    x = np.random.default_rng(3).normal(size=(3, 4, 5, 6))
+    layer = FilterResponseNormalization(dtype="float64")
+    scaled = x.copy()
+    scaled[1, :, :, 2] *= 1000.0
+    y, y_scaled = layer(x).numpy(), layer(scaled).numpy()
+    np.testing.assert_allclose(y_scaled[1, :, :, 2], y[1, :, :, 2], rtol=1e-5)
+    y[1, :, :, 2] = y_scaled[1, :, :, 2] = 0
+    np.testing.assert_array_equal(y_scaled, y)
+
+
+def test_output_of_a_sample_is_independent_of_its_batch():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, 6, 7, 6))
+    layer, _ = _random_frn(x.shape, -1, True)
+    batch = layer(x).numpy()
+    for i in range(len(x)):
+        alone = layer(x[i : i + 1]).numpy()
+        # Equal up to float64 summation order (vectorized reductions).
+        np.testing.assert_allclose(batch[i : i + 1], alone, rtol=1e-12)
+    other = x.copy()
+    other[[0, 1, 3, 4]] = rng.normal(size=(4, 6, 7, 6)) * 50
+    np.testing.assert_allclose(layer(other).numpy()[2], batch[2], rtol=1e-12)
+
+
+def test_training_and_inference_compute_the_same_function():
+    x = np.random.default_rng(5).normal(size=(4, 8, 8, 6)).astype("float32")
+    inputs = keras.Input((8, 8, 6))
+    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
+    np.testing.assert_array_equal(
+        model(x, training=True).numpy(), model(x, training=False).numpy()
+    )
+    # No state is updated by a training call (no moving averages).
+    assert model.non_trainable_weights == []
+
+
+@pytest.mark.parametrize(
+    "shape,axis", [((4, 6), -1), ((2, 5, 4, 6), -1), ((2, 6, 5, 4), 1)]
+)
+def test_xla_compiled_equals_eager(shape, axis):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape).astype("float32")
+    upstream = rng.normal(size=shape)
+    layer, _ = _random_frn(shape, axis, True, dtype="float32")
+
+    def forward_and_grads(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * upstream)
+        return layer(x), tape.gradient(loss, [x] + layer.trainable_weights)
+
+    eager = forward_and_grads(tf.constant(x))
+    compiled_fn = tf.function(forward_and_grads, jit_compile=True)
+    compiled = compiled_fn(tf.constant(x))
+    # The XLA HLO really was produced for this function.
+    hlo = compiled_fn.experimental_get_compiler_ir(tf.constant(x))(stage="hlo")
+    assert "rsqrt" in hlo
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(compiled[1], eager[1]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("learned_epsilon", [False, True])
+def test_all_zero_input_gives_finite_output_and_gradients(
+    dtype, learned_epsilon
+):
+    layer = FilterResponseNormalization(
+        learned_epsilon=learned_epsilon, dtype=dtype,
+        beta_initializer="ones",
+    )
+    x = tf.zeros((2, 4, 4, 3), dtype=layer.compute_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32))
+    grads = tape.gradient(loss, [x] + layer.trainable_weights)
+    np.testing.assert_array_equal(y.numpy(), np.ones((2, 4, 4, 3)))
+    for g in grads:
+        assert np.all(np.isfinite(g.numpy()))
+
+
+@pytest.mark.parametrize(
+    "policy,rtol", [("mixed_float16", 2e-3), ("mixed_bfloat16", 1.6e-2)]
+)
+def test_mixed_precision_large_activations(policy, rtol):
+    # |x| ~ 1e3: a float16 mean(x * x) overflows (x * x > 65504).
+    compute = policy.split("_")[1]
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(2, 8, 8, 6)) * 1e3).astype(compute)
+    layer, params = _random_frn(x.shape, -1, True, dtype=policy)
+    upstream = rng.normal(size=x.shape)
+
+    y, grads = harness.outputs_and_gradients(layer, x, upstream)
+
+    assert y.dtype == np.dtype(compute)
+    assert layer.gamma.dtype == "float32"
+    assert layer.eps_learned.dtype == "float32"
+    # Reference on the same (rounded) inputs; the output tolerance is the
+    # output dtype's resolution.
+    x64 = x.astype(np.float64)
+    want = _reference(x64, -1, params)
+    np.testing.assert_allclose(
+        y.astype(np.float64), want, rtol=rtol, atol=rtol * 3
+    )
+    expected = ref.frn_backward(
+        x64, -1, params["gamma"], params["beta"], 1e-4,
+        params["eps_learned"], upstream,
+    )
+    scale = np.abs(expected["gamma"]).max()
+    np.testing.assert_allclose(grads["gamma"], expected["gamma"],
+                               atol=rtol * scale)
+    assert np.all(np.isfinite(grads["x"].astype(np.float32)))
+
+
+def test_mixed_precision_policy_in_a_model():
+    keras.config.set_dtype_policy("mixed_float16")
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 3)(inputs)
+    h = FilterResponseNormalization()(h)
+    model = keras.Model(inputs, h)
+    y = model(np.full((2, 8, 8, 3), 300.0, "float32"))
+    assert y.dtype == tf.float16
+    assert np.all(np.isfinite(y.numpy()))
+
+
+def test_compute_output_shape_and_symbolic_call():
+    layer = FilterResponseNormalization(axis=1)
+    assert layer.compute_output_shape((None, 6, 5, 4)) == (None, 6, 5, 4)
+    out = layer(keras.Input((6, None, None)))
+    assert tuple(out.shape) == (None, 6, None, None)
+    assert layer.gamma.shape == (6,)
+
+
+@pytest.mark.parametrize("epsilon", [0, -1e-6, float("nan"), float("inf"),
+                                     "1e-6", True, None])
+def test_bad_epsilon_raises(epsilon):
+    with pytest.raises(ValueError, match=r"`epsilon`.*Received: epsilon="):
+        FilterResponseNormalization(epsilon=epsilon)
+
+
+@pytest.mark.parametrize("axis", [0, 1.5, "channels", None])
+def test_bad_axis_argument_raises(axis):
+    with pytest.raises(ValueError, match=r"`axis`.*Received: axis="):
+        FilterResponseNormalization(axis=axis)
+
+
+def test_tfa_style_axis_list_points_to_migration():
+    with pytest.raises(ValueError, match=r"frn_keras.migration.*axis=\[1, 2\]"):
+        FilterResponseNormalization(axis=[1, 2])
+
+
+@pytest.mark.parametrize("axis,shape", [(4, (2, 3, 3, 4)),
+                                        (-5, (2, 3, 3, 4)),
+                                        (-4, (2, 3, 3, 4)),
+                                        (2, (2, 3))])
+def test_axis_out_of_range_or_batch_for_input_raises(axis, shape):
+    layer = FilterResponseNormalization(axis=axis)
+    with pytest.raises(ValueError, match=rf"`axis`.*Received: axis={axis}"):
+        layer(np.ones(shape, "float32"))
+
+
+def test_rank_1_input_raises():
+    with pytest.raises(ValueError, match=r"rank >= 2.*input_shape=\(5,\)"):
+        FilterResponseNormalization().build((5,))
+
+
+def test_unknown_channel_dimension_raises():
+    with pytest.raises(ValueError, match=r"channel dimension.*None"):
+        FilterResponseNormalization()(keras.Input((8, 8, None)))
+
+
+@pytest.mark.parametrize("value", [-1e-4, float("nan"), True])
+def test_bad_learned_epsilon_initializer_raises(value):
+    with pytest.raises(
+        ValueError, match=r"Received: learned_epsilon_initializer="
+    ):
+        FilterResponseNormalization(learned_epsilon_initializer=value)
+
+
+def test_learned_epsilon_must_be_bool():
+    with pytest.raises(ValueError, match=r"Received: learned_epsilon='yes'"):
+        FilterResponseNormalization(learned_epsilon="yes")
+
+
+def test_input_with_other_channel_count_after_build_raises():
+    layer = FilterResponseNormalization()
+    layer(np.ones((1, 4, 4, 6), "float32"))
+    with pytest.raises(ValueError, match="expected axis"):
+        layer(np.ones((1, 4, 4, 5), "float32"))
+
+
+def test_learned_epsilon_initial_value_and_weights():
+    layer = FilterResponseNormalization(learned_epsilon=True)
+    layer.build((None, 4, 4, 3))
+    assert [w.name for w in layer.weights] == [
+        "gamma", "beta", "learned_epsilon"
+    ]
+    np.testing.assert_allclose(layer.eps_learned.numpy(), [1e-4])
+    layer = FilterResponseNormalization(
+        learned_epsilon=True, learned_epsilon_initializer=0.5,
+        center=False, scale=False,
+    )
+    layer.build((None, 3))
+    assert [w.name for w in layer.weights] == ["learned_epsilon"]
+    np.testing.assert_allclose(layer.eps_learned.numpy(), [0.5])

@@ -1,0 +1,109 @@
+"""TLU against the float64 NumPy reference, mixed precision and arguments."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from frn_keras import TLU
+from tests import harness
+from tests import numpy_reference as ref
+
+
+def _random_tlu(shape, axis, affine, dtype="float64", seed=0):
+    rng = np.random.default_rng(seed)
+    layer = TLU(axis=axis, affine=affine, dtype=dtype)
+    layer.build(shape)
+    c = shape[axis]
+    tau = rng.normal(size=c) * 0.5
+    alpha = rng.normal(size=c) * 0.5 if affine else None
+    layer.tau.assign(tau)
+    if affine:
+        layer.alpha.assign(alpha)
+    return layer, tau, alpha
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize(
+    "shape,axis",
+    harness.SHAPES_AND_AXES,
+    ids=harness.ids(harness.SHAPES_AND_AXES),
+)
+def test_forward_and_gradients_match_float64_reference(shape, axis, affine):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shape)
+    upstream = rng.normal(size=shape)
+    layer, tau, alpha = _random_tlu(shape, axis, affine)
+
+    y, grads = harness.outputs_and_gradients(layer, x, upstream)
+
+    np.testing.assert_array_equal(y, ref.tlu_forward(x, axis, tau, alpha))
+    expected = ref.tlu_backward(x, axis, tau, alpha, upstream)
+    for name in expected:
+        np.testing.assert_allclose(
+            grads[name], expected[name], rtol=1e-12, atol=1e-12,
+            err_msg=name,
+        )
+
+
+def test_default_tlu_is_relu():
+    x = np.random.default_rng(2).normal(size=(3, 4, 5)).astype("float32")
+    np.testing.assert_array_equal(TLU()(x).numpy(), np.maximum(x, 0))
+
+
+def test_tau_and_alpha_are_per_channel():
+    layer = TLU(affine=True)
+    layer.build((None, 7, 9, 5))
+    assert layer.tau.shape == (5,) and layer.alpha.shape == (5,)
+    layer = TLU(axis=1)
+    layer.build((None, 5, 7, 9))
+    assert layer.tau.shape == (5,)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    compute = policy.split("_")[1]
+    x = (np.random.default_rng(3).normal(size=(2, 4, 4, 6)) * 100).astype(
+        compute
+    )
+    layer, tau, alpha = _random_tlu(x.shape, -1, True, dtype=policy)
+    y = layer(x)
+    assert y.dtype == compute
+    assert layer.tau.dtype == "float32"
+    # Same math on the inputs and weights rounded to the compute dtype.
+    want = ref.tlu_forward(
+        x.astype(np.float64), -1,
+        tau.astype(compute).astype(np.float64),
+        alpha.astype(compute).astype(np.float64),
+    )
+    rtol = 1e-3 if compute == "float16" else 1e-2
+    np.testing.assert_allclose(
+        np.asarray(y).astype(np.float64), want, rtol=rtol, atol=rtol
+    )
+
+
+def test_training_equals_inference_and_xla_equals_eager():
+    x = np.random.default_rng(4).normal(size=(3, 4, 6)).astype("float32")
+    layer, _, _ = _random_tlu(x.shape, -1, True, dtype="float32")
+    eager = layer(x, training=True).numpy()
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), eager)
+    compiled = tf.function(layer, jit_compile=True)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 2.0, [1, 2]])
+def test_bad_axis_argument_raises(axis):
+    with pytest.raises(ValueError, match=r"`axis`.*Received: axis="):
+        TLU(axis=axis)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match=r"Received: axis=3"):
+        TLU(axis=3)(np.ones((2, 3, 4), "float32"))
+    with pytest.raises(ValueError, match=r"rank >= 2"):
+        TLU().build((4,))
+    with pytest.raises(ValueError, match=r"channel dimension"):
+        TLU()(keras.Input((4, None)))
+    with pytest.raises(ValueError, match=r"Received: affine=1"):
+        TLU(affine=1)
