@@ -7,6 +7,7 @@ download. Training is compiled with XLA (`jit_compile=True`).
     python examples/train_digits.py                  # defaults below
     python examples/train_digits.py --batch-size 4 --epochs 20
     python examples/train_digits.py --save runs/digits_frn.keras
+    python examples/train_digits.py --export-dir saved_models   # TF Serving
 """
 
 import argparse
@@ -20,16 +21,20 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import frn_keras  # noqa: E402
+from frn_keras.export import export_for_serving  # noqa: E402
+from frn_keras.export import write_models_config  # noqa: E402
 
 
 def load_digits_split(test_fraction=0.2, seed=0):
-    """Returns `(x_train, y_train), (x_test, y_test)`: images of shape
-    `(n, 8, 8, 1)` in [0, 1] and integer labels, split per class."""
+    """Returns `(x_train, y_train), (x_test, y_test)`: raw-pixel uint8 RGB
+    images of shape `(n, 8, 8, 3)` (the 0..16 grey levels scaled to 0..255,
+    as a client would send them) and integer labels, split per class."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
+    grey = np.round(digits.images * (255.0 / 16.0)).astype("uint8")
+    x = np.repeat(grey[..., None], 3, axis=-1)
     y = digits.target.astype("int32")
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
@@ -38,10 +43,11 @@ def load_digits_split(test_fraction=0.2, seed=0):
 
 
 def build_model(num_classes=10, width=32):
-    """Conv-FRN-TLU blocks, then Dense-FRN-TLU (the paper's N = 1 case, with
-    a learned epsilon) and a linear classifier."""
-    inputs = keras.Input((8, 8, 1), name="images")
-    h = inputs
+    """Raw pixels in (the preprocessing is part of the model), Conv-FRN-TLU
+    blocks, then Dense-FRN-TLU (the paper's N = 1 case, with a learned
+    epsilon) and a linear classifier giving logits."""
+    inputs = keras.Input((8, 8, 3), name="images")
+    h = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for filters, strides in [(width, 1), (2 * width, 2), (2 * width, 1)]:
         h = keras.layers.Conv2D(
             filters, 3, strides=strides, padding="same", use_bias=False
@@ -57,10 +63,10 @@ def build_model(num_classes=10, width=32):
 
 
 def train(epochs=30, batch_size=32, learning_rate=0.05, jit_compile=True,
-          seed=0, verbose=1):
+          seed=0, verbose=1, data=None):
     """Trains the model and returns `(model, history, test_accuracy)`."""
     keras.utils.set_random_seed(seed)
-    (x_train, y_train), (x_test, y_test) = load_digits_split(seed=seed)
+    (x_train, y_train), (x_test, y_test) = data or load_digits_split(seed=seed)
     model = build_model()
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -92,6 +98,11 @@ def main(argv=None):
         help="train without XLA",
     )
     parser.add_argument("--save", help="write the trained model (.keras)")
+    parser.add_argument(
+        "--export-dir",
+        help="export a TF Serving SavedModel to EXPORT_DIR/digits_frn/1 and "
+        "write EXPORT_DIR/models.config",
+    )
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -100,10 +111,11 @@ def main(argv=None):
         parser.error("--learning-rate must be > 0")
 
     start = time.perf_counter()
+    data = load_digits_split(seed=args.seed)
     model, _, accuracy = train(
         epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, jit_compile=args.jit_compile,
-        seed=args.seed,
+        seed=args.seed, data=data,
     )
     print(f"XLA jit_compile: {model.jit_compile}")
     print(f"train time: {time.perf_counter() - start:.1f} s")
@@ -112,6 +124,13 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
         model.save(args.save)
         print(f"saved {args.save}")
+    if args.export_dir:
+        (_, _), (x_test, _) = data
+        export_for_serving(
+            model, args.export_dir, "digits_frn", version=1,
+            warmup_images=x_test[:32], overwrite=True,
+        )
+        write_models_config(args.export_dir, ["digits_frn"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """A small public-API harness for the layer tests (keras.src.testing is
 private): shapes to test, random inputs, outputs and gradients via TF."""
 
-import numpy as np
 import tensorflow as tf
 
 # (input shape, channel axis): every supported rank, both data formats. The

@@ -1,0 +1,478 @@
+"""SavedModel export for TF Serving: the contract, proven without a server.
+
+Covers the committed demo model in saved_models/ and a freshly exported one.
+"""
+
+import importlib.util
+import http.server
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+from tensorflow_serving.apis import prediction_log_pb2
+
+import keras
+
+import frn_keras  # noqa: F401
+from frn_keras import converters
+from frn_keras import serving_requests
+from frn_keras.export import export_for_serving
+from frn_keras.export import write_models_config
+from tests import serving_emulation
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEMO_MODEL_DIR = ROOT / "saved_models" / "digits_frn"
+DEMO_VERSION_DIR = DEMO_MODEL_DIR / "1"
+ENV = dict(os.environ, KERAS_BACKEND="tensorflow")
+
+# Run in a fresh process as TF Serving's loader would: Keras and frn_keras
+# cannot be imported (they are hidden from every import finder).
+NO_KERAS_PRELUDE = textwrap.dedent(
+    """
+    import sys
+    HIDDEN = ("keras", "frn_keras", "tf_keras")
+    class Hide:
+        def __init__(self, finder):
+            self.finder = finder
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                return None
+            return self.finder.find_spec(name, path, target)
+        def invalidate_caches(self):
+            getattr(self.finder, "invalidate_caches", lambda: None)()
+    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+    try:
+        import keras
+        raise SystemExit("keras is still importable")
+    except ImportError:
+        pass
+    import numpy as np
+    import tensorflow as tf
+    """
+)
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "examples" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _keras_probabilities(model, images):
+    logits = model.predict(images.astype("float32"), verbose=0)
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return _load_example("train_digits").load_digits_split()
+
+
+@pytest.fixture(scope="module")
+def exported(digits, tmp_path_factory):
+    """A briefly trained digits model, exported to a temporary folder."""
+    example = _load_example("train_digits")
+    model, _, _ = example.train(epochs=2, verbose=0, data=digits)
+    base = tmp_path_factory.mktemp("serving")
+    version_dir = export_for_serving(
+        model, str(base), "digits", version=3,
+        warmup_images=digits[1][0][:8], verbose=False,
+    )
+    return model, pathlib.Path(version_dir)
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    return keras.saving.load_model(DEMO_MODEL_DIR / "1.keras")
+
+
+def _signature(version_dir):
+    return tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+
+
+def _serve_in_fresh_process(version_dir, images, tmp_path):
+    np.save(tmp_path / "images.npy", images)
+    script = NO_KERAS_PRELUDE + textwrap.dedent(
+        f"""
+        loaded = tf.saved_model.load({str(version_dir)!r})
+        serve = loaded.signatures["serving_default"]
+        out = serve(images=tf.constant(np.load({str(tmp_path / "images.npy")!r})))
+        np.save({str(tmp_path / "probabilities.npy")!r}, out["probabilities"].numpy())
+        np.save({str(tmp_path / "classes.npy")!r}, out["classes"].numpy())
+        assert not [m for m in sys.modules if m.split(".")[0] in HIDDEN]
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return (np.load(tmp_path / "probabilities.npy"),
+            np.load(tmp_path / "classes.npy"))
+
+
+def test_demo_model_serves_without_keras_like_its_keras_file(
+    demo_model, digits, tmp_path
+):
+    images, labels = digits[1]
+    probabilities, classes = _serve_in_fresh_process(
+        DEMO_VERSION_DIR, images, tmp_path
+    )
+    want = _keras_probabilities(demo_model, images)
+    np.testing.assert_allclose(probabilities, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(classes, want.argmax(-1))
+    assert probabilities.dtype == np.float32 and classes.dtype == np.int64
+    # The committed model is the trained one (README states its accuracy).
+    assert np.mean(classes == labels) > 0.97
+
+
+def test_fresh_export_serves_without_keras_like_the_model(
+    exported, digits, tmp_path
+):
+    model, version_dir = exported
+    images = digits[1][0][:50]
+    probabilities, classes = _serve_in_fresh_process(
+        version_dir, images, tmp_path
+    )
+    want = _keras_probabilities(model, images)
+    np.testing.assert_allclose(probabilities, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(classes, want.argmax(-1))
+
+
+def test_layout_and_models_config(exported):
+    _, version_dir = exported
+    assert (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "variables" / "variables.index").is_file()
+    assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    assert (version_dir.parent / "3.keras").is_file()
+    # No staging folder is left behind for the server to trip over.
+    assert sorted(p.name for p in version_dir.parent.iterdir()) == [
+        "3", "3.keras"
+    ]
+    assert (DEMO_MODEL_DIR / "1.keras").is_file()
+    config = (ROOT / "saved_models" / "models.config").read_text()
+    assert 'name: "digits_frn"' in config
+    assert 'base_path: "/models/digits_frn"' in config
+    assert 'model_platform: "tensorflow"' in config
+
+
+@pytest.mark.parametrize("which", ["demo", "fresh"])
+def test_saved_model_cli_reports_the_signature(which, exported):
+    version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
+         "show", "--dir", str(version_dir), "--tag_set", "serve",
+         "--signature_def", "serving_default"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = " ".join(result.stdout.split())
+    assert ("inputs['images'] tensor_info: dtype: DT_UINT8 "
+            "shape: (-1, 8, 8, 3)") in out
+    assert ("outputs['probabilities'] tensor_info: dtype: DT_FLOAT "
+            "shape: (-1, 10)") in out
+    assert "outputs['classes'] tensor_info: dtype: DT_INT64 shape: (-1)" in out
+    assert "Method name is: tensorflow/serving/predict" in out
+
+
+@pytest.mark.parametrize("which", ["demo", "fresh"])
+def test_graph_uses_only_stock_tensorflow_ops(which, exported):
+    version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    (meta_graph,) = saved_model.meta_graphs
+    graph = meta_graph.graph_def
+    ops = {node.op for node in graph.node}
+    functions = {f.signature.name for f in graph.library.function}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    ops -= functions  # calls of the graph's own functions
+    assert "Conv2D" in ops and "Rsqrt" in ops and "Maximum" in ops
+    unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
+    assert unknown == [], f"ops that stock TensorFlow lacks: {unknown}"
+    assert meta_graph.signature_def["serving_default"].method_name == (
+        "tensorflow/serving/predict"
+    )
+
+
+@pytest.mark.parametrize("columnar", [False, True], ids=["instances", "inputs"])
+def test_rest_bodies_give_the_same_predictions(exported, digits, columnar):
+    model, version_dir = exported
+    images = digits[1][0][:5]
+    signature = _signature(version_dir)
+    body = serving_requests.rest_request_body(images, columnar=columnar)
+    assert ("inputs" in body) == columnar and ("instances" in body) != columnar
+    out = serving_emulation.run(
+        signature, serving_emulation.inputs_from_rest_body(body, signature)
+    )
+    want = _keras_probabilities(model, images)
+    np.testing.assert_allclose(out["probabilities"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["classes"], want.argmax(-1))
+
+
+def test_grpc_predict_request_gives_the_same_predictions(exported, digits):
+    model, version_dir = exported
+    images = digits[1][0][:7]
+    request = serving_requests.grpc_predict_request(images, "digits", version=3)
+    # Through the wire format, as a server receives it.
+    request = type(request).FromString(request.SerializeToString())
+    assert request.model_spec.signature_name == "serving_default"
+    assert request.model_spec.version.value == 3
+    out = serving_emulation.run(
+        _signature(version_dir),
+        serving_emulation.inputs_from_predict_request(request),
+    )
+    want = _keras_probabilities(model, images)
+    np.testing.assert_allclose(out["probabilities"], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["demo", "fresh"])
+def test_warmup_records_parse_and_run(which, exported):
+    version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
+    name = "digits_frn" if which == "demo" else "digits"
+    path = version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    signature = _signature(version_dir)
+    batch_sizes = []
+    for record in tf.data.TFRecordDataset(str(path)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == name
+        inputs = serving_emulation.inputs_from_predict_request(request)
+        assert inputs["images"].dtype == tf.uint8
+        out = serving_emulation.run(signature, inputs)
+        assert np.all(np.isfinite(out["probabilities"]))
+        batch_sizes.append(len(out["classes"]))
+    assert batch_sizes[0] == 1 and len(batch_sizes) == 2
+
+
+def test_bad_inputs_fail_with_a_clear_error_not_a_crash(exported, tmp_path):
+    _, version_dir = exported
+    script = NO_KERAS_PRELUDE + textwrap.dedent(
+        f"""
+        serve = tf.saved_model.load({str(version_dir)!r}).signatures[
+            "serving_default"]
+        bad = [
+            ("rank 3", tf.zeros((8, 8, 3), tf.uint8), "must be uint8 of shape"),
+            ("rank 5", tf.zeros((2, 8, 8, 3, 1), tf.uint8), "must be uint8"),
+            ("4 channels", tf.zeros((2, 8, 8, 4), tf.uint8), "must be uint8"),
+            ("1 channel", tf.zeros((2, 8, 24, 1), tf.uint8), "must be uint8"),
+            ("height 7", tf.zeros((2, 7, 8, 3), tf.uint8), "must be uint8"),
+            ("float32", tf.zeros((2, 8, 8, 3), tf.float32), "uint8"),
+        ]
+        for what, images, message in bad:
+            try:
+                serve(images=images)
+            except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
+                assert message in str(e), (what, str(e)[:500])
+                print("rejected", what)
+            else:
+                raise SystemExit("accepted " + what)
+        out = serve(images=tf.zeros((2, 8, 8, 3), tf.uint8))
+        print("still serving", out["classes"].shape)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.count("rejected") == 6
+    assert "still serving (2,)" in result.stdout
+
+
+def test_mixed_precision_model_serves_float32(tmp_path, digits):
+    keras.config.set_dtype_policy("mixed_float16")
+    model = _load_example("train_digits").build_model()
+    keras.config.set_dtype_policy("float32")
+    images = digits[1][0][:4]
+    assert model(images.astype("float32")).dtype == "float16"
+    version_dir = export_for_serving(model, str(tmp_path), "mp", verbose=False)
+    out = _signature(version_dir)(images=tf.constant(images))
+    assert out["probabilities"].dtype == tf.float32
+    np.testing.assert_allclose(
+        out["probabilities"].numpy(), _keras_probabilities(model, images),
+        atol=2e-3,
+    )
+
+
+def test_export_argument_errors(tmp_path, exported):
+    model, _ = exported
+    grey = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"Received: model.input_shape="):
+        export_for_serving(grey, str(tmp_path), "grey")
+    with pytest.raises(ValueError, match=r"Received: version=0"):
+        export_for_serving(model, str(tmp_path), "m", version=0)
+    with pytest.raises(ValueError, match=r"Received: model_name=''"):
+        export_for_serving(model, str(tmp_path), "")
+    with pytest.raises(ValueError, match=r"warmup_images.*shape=\(2, 8, 8\)"):
+        export_for_serving(model, str(tmp_path), "m",
+                           warmup_images=np.zeros((2, 8, 8), np.uint8))
+    export_for_serving(model, str(tmp_path), "m", verbose=False)
+    with pytest.raises(ValueError, match=r"overwrite=True.*Received: version=1"):
+        export_for_serving(model, str(tmp_path), "m")
+    export_for_serving(model, str(tmp_path), "m", overwrite=True, verbose=False)
+
+
+def test_command_line_exports_a_keras_file(exported, tmp_path, digits):
+    model, _ = exported
+    keras_path = tmp_path / "model.keras"
+    model.save(keras_path)
+    base = tmp_path / "models"
+    result = subprocess.run(
+        [sys.executable, "-m", "frn_keras.export", str(keras_path),
+         "--base-dir", str(base), "--name", "cli", "--version", "2"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = digits[1][0][:3]
+    out = _signature(base / "cli" / "2")(images=tf.constant(images))
+    np.testing.assert_allclose(
+        out["probabilities"].numpy(), _keras_probabilities(model, images),
+        rtol=1e-5, atol=1e-6,
+    )
+    assert 'name: "cli"' in (base / "models.config").read_text()
+
+
+def test_write_models_config_lists_each_model(tmp_path):
+    path = write_models_config(str(tmp_path), ["a", "b"], "/srv")
+    text = pathlib.Path(path).read_text()
+    assert text.count("config {") == 2
+    assert 'base_path: "/srv/b"' in text
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tflite_conversion_matches_keras(exported, digits, tmp_path):
+    model, version_dir = exported
+    path = converters.to_tflite(str(version_dir), str(tmp_path / "m.tflite"))
+    interpreter = tf.lite.Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner("serving_default")
+    images = digits[1][0][:16]
+    out = runner(images=images)
+    want = _keras_probabilities(model, images)
+    np.testing.assert_allclose(out["probabilities"], want, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"], want.argmax(-1))
+
+
+def test_onnx_conversion_matches_keras(exported, digits, tmp_path):
+    import onnxruntime
+
+    model, version_dir = exported
+    path = converters.to_onnx(str(version_dir), str(tmp_path / "m.onnx"))
+    session = onnxruntime.InferenceSession(path)
+    images = digits[1][0][:16]
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"images": images})))
+    want = _keras_probabilities(model, images)
+    np.testing.assert_allclose(out["probabilities"], want, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"], want.argmax(-1))
+
+
+def test_query_server_example_against_emulated_rest_server(tmp_path):
+    signature = _signature(DEMO_VERSION_DIR)
+    paths = []
+
+    class PredictHandler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            paths.append(self.path)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            out = serving_emulation.run(
+                signature, serving_emulation.inputs_from_rest_body(body, signature)
+            )
+            data = json.dumps(serving_emulation.rest_row_response(out)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PredictHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "query_server.py"),
+             "--rest", f"http://127.0.0.1:{server.server_address[1]}",
+             "--count", "40"],
+            env=ENV, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert paths == ["/v1/models/digits_frn:predict"]
+    accuracy = float(result.stdout.strip().split()[-1])
+    assert accuracy > 0.95, result.stdout
+
+
+def test_query_server_writes_a_curl_body(tmp_path):
+    path = tmp_path / "request.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "query_server.py"),
+         "--write-request", str(path), "--count", "3"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(path.read_text())
+    assert np.asarray(body["instances"]).shape == (3, 8, 8, 3)
+    assert body["signature_name"] == "serving_default"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("tensorflow_model_server") is None,
+    reason="no tensorflow_model_server binary on PATH (it is not on PyPI or "
+    "Debian, so it cannot be installed on these machines)",
+)
+def test_live_tensorflow_model_server_over_rest(demo_model, digits):
+    port = _free_port()
+    server = subprocess.Popen(
+        ["tensorflow_model_server", f"--rest_api_port={port}",
+         "--port=0", "--model_name=digits_frn",
+         f"--model_base_path={DEMO_MODEL_DIR}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        images = digits[1][0][:4]
+        body = json.dumps(serving_requests.rest_request_body(images)).encode()
+        url = f"http://127.0.0.1:{port}/v1/models/digits_frn:predict"
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(url, body, timeout=5) as r:
+                    predictions = json.load(r)["predictions"]
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("tensorflow_model_server did not answer in 60 s")
+        got = np.array([p["probabilities"] for p in predictions])
+        np.testing.assert_allclose(
+            got, _keras_probabilities(demo_model, images), atol=1e-5
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
