@@ -1,0 +1,114 @@
+"""Train a CIFAR ResNet (FRN + TLU by default) with XLA.
+
+Data through tensorflow-datasets: `cifar10` / `cifar100` (downloaded by tfds
+where there is network), a folder of images in `<split>/<class>/*.jpg`
+layout read by `tfds.folder_dataset.ImageFolder` (`--image-folder`, e.g. the
+CIFAR-10 JPEG copy), or `--mock-data`.
+
+    python examples/train_cifar.py                            # ResNet-20 FRN, CIFAR-10
+    python examples/train_cifar.py --norm bn --depth 56 --dataset cifar100
+    python examples/train_cifar.py --image-folder DIR --model-dir runs/r20_frn
+"""
+
+import contextlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import training  # noqa: E402  (sets the backend before keras is imported)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from frn_keras.models import resnet_cifar  # noqa: E402
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+TRAIN_SIZE = 50_000
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def load_splits(args):
+    """Returns `(train, test)` datasets of `(uint8 image, label)`."""
+    if args.image_folder:
+        builder = tfds.folder_dataset.ImageFolder(
+            args.image_folder, shape=(32, 32, 3), dtype=tf.uint8
+        )
+        return tuple(
+            builder.as_dataset(split=split, as_supervised=True,
+                               shuffle_files=split == "train")
+            for split in ("train", "test")
+        )
+    mock = (tfds.testing.mock_data(num_examples=256) if args.mock_data
+            else contextlib.nullcontext())
+    with mock:
+        return tuple(
+            tfds.load(args.dataset, split=split, data_dir=args.data_dir,
+                      as_supervised=True, shuffle_files=split == "train",
+                      download=not args.mock_data)
+            for split in ("train", "test")
+        )
+
+
+def augment(image, label):
+    """He et al.'s CIFAR augmentation: 4-pixel zero padding, random 32x32
+    crop, random horizontal flip."""
+    image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
+    image = tf.image.random_crop(image, (32, 32, 3))
+    image = tf.image.random_flip_left_right(image)
+    return tf.cast(image, tf.float32), label
+
+
+def to_float(image, label):
+    return tf.cast(image, tf.float32), label
+
+
+def input_pipelines(args):
+    train, test = load_splits(args)
+    train = (train.shuffle(10_000, seed=args.seed).repeat()
+             .map(augment, num_parallel_calls=AUTOTUNE)
+             # One batch shape, so XLA compiles the train step once.
+             .batch(args.batch_size, drop_remainder=True)
+             .prefetch(AUTOTUNE).with_options(training.data_options()))
+    test = (test.map(to_float, num_parallel_calls=AUTOTUNE)
+            .batch(args.batch_size).prefetch(AUTOTUNE))
+    return train, test
+
+
+def main(argv=None):
+    parser = training.common_parser(
+        __doc__.split("\n")[0], batch_size=128, epochs=180,
+        learning_rate=None, warmup_epochs=5, weight_decay=1e-4,
+    )
+    parser.add_argument("--dataset", default="cifar10", choices=NUM_CLASSES)
+    parser.add_argument("--depth", type=int, default=20,
+                        help="6n + 2: 20, 32, 44, 56, 110")
+    parser.add_argument("--image-folder", default=None,
+                        help="folder with train/<class>/ and test/<class>/ "
+                        "images (read by tfds ImageFolder)")
+    args = parser.parse_args(argv)
+    training.check_common_args(parser, args)
+
+    keras.utils.set_random_seed(args.seed)
+    training.set_precision(args.mixed_precision)
+    train, test = input_pipelines(args)
+    steps_per_epoch = TRAIN_SIZE // args.batch_size
+    if args.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
+    learning_rate = args.learning_rate or 0.1 * args.batch_size / 128
+
+    scope, _ = training.strategy_scope(args.distribute)
+    with scope:
+        model = resnet_cifar(args.depth, NUM_CLASSES[args.dataset],
+                             norm=args.norm, data_format=args.data_format)
+        training.compile_model(model, args, steps_per_epoch, learning_rate)
+    print(f"{model.name}: {model.count_params():,} parameters, "
+          f"{args.epochs} epochs x {steps_per_epoch} steps of "
+          f"{args.batch_size}, peak learning rate {learning_rate:g}")
+    training.fit_and_evaluate(model, train, test, args, steps_per_epoch,
+                              args.eval_steps)
+    training.export(model, args, model.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""What the CIFAR and ImageNet examples share: flags, precision,
+distribution, the warm-up + cosine schedule, XLA compilation, resumable
+`fit`, evaluation and export."""
+
+import argparse
+import contextlib
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import frn_keras  # noqa: E402,F401  (registers the layers)
+from frn_keras.export import export_for_serving  # noqa: E402
+from frn_keras.models import available_norms  # noqa: E402
+
+# Weights that decoupled weight decay leaves alone (norm affine, biases).
+NO_DECAY = ["gamma", "beta", "tau", "alpha", "learned_epsilon", "bias"]
+
+
+def common_parser(description, batch_size, epochs, learning_rate,
+                  warmup_epochs, weight_decay):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--norm", default="frn", choices=available_norms())
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help="global batch size")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="cap on the steps of each epoch (smoke runs)")
+    parser.add_argument("--eval-steps", type=int, default=None,
+                        help="cap on the evaluation steps (smoke runs)")
+    parser.add_argument("--learning-rate", type=float, default=learning_rate,
+                        help="peak learning rate (default scales linearly "
+                        "with the batch size)")
+    parser.add_argument("--warmup-epochs", type=float, default=warmup_epochs)
+    parser.add_argument("--weight-decay", type=float, default=weight_decay)
+    parser.add_argument("--mixed-precision", default="off",
+                        choices=["off", "float16", "bfloat16"])
+    parser.add_argument("--distribute", default="none",
+                        choices=["none", "mirrored", "multi_worker"])
+    parser.add_argument("--data-format", default="channels_last",
+                        choices=["channels_last", "channels_first"])
+    parser.add_argument("--no-jit-compile", dest="jit_compile",
+                        action="store_false", help="train without XLA")
+    parser.add_argument("--data-dir", default=None,
+                        help="tensorflow-datasets data_dir")
+    parser.add_argument("--mock-data", action="store_true",
+                        help="random data from tfds.testing.mock_data")
+    parser.add_argument("--model-dir", default=None,
+                        help="checkpoints + TensorBoard logs; a rerun with "
+                        "the same flags resumes after an interrupt")
+    parser.add_argument("--export-dir", default=None,
+                        help="export a TF Serving SavedModel here at the end")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def check_common_args(parser, args):
+    for name in ("batch_size", "epochs", "steps_per_epoch", "eval_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
+    if args.warmup_epochs < 0 or args.weight_decay < 0:
+        parser.error("--warmup-epochs and --weight-decay must be >= 0")
+
+
+def set_precision(mode):
+    policy = {"off": "float32", "float16": "mixed_float16",
+              "bfloat16": "mixed_bfloat16"}[mode]
+    keras.config.set_dtype_policy(policy)
+
+
+def strategy_scope(distribute):
+    """A `tf.distribute` scope (`TF_CONFIG` describes multi-worker)."""
+    if distribute == "none":
+        return contextlib.nullcontext(), 1
+    if distribute == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    print(f"tf.distribute: {type(strategy).__name__}, "
+          f"{strategy.num_replicas_in_sync} replicas")
+    return strategy.scope(), strategy.num_replicas_in_sync
+
+
+def warmup_cosine(peak, total_steps, warmup_steps):
+    """Linear warm-up from 0 to `peak`, then cosine decay to 0."""
+    warmup_steps = min(max(0, int(warmup_steps)), total_steps - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=peak,
+        warmup_steps=warmup_steps,
+    )
+
+
+def compile_model(model, args, steps_per_epoch, peak_learning_rate):
+    total = args.epochs * steps_per_epoch
+    optimizer = keras.optimizers.SGD(
+        warmup_cosine(peak_learning_rate, total,
+                      args.warmup_epochs * steps_per_epoch),
+        momentum=0.9, nesterov=True, weight_decay=args.weight_decay,
+    )
+    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        # Keras's default "auto" leaves XLA off on CPU and under
+        # tf.distribute: ask for it explicitly.
+        jit_compile=args.jit_compile,
+    )
+
+
+def fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
+                     eval_steps):
+    """Resumable `fit` (progress bar, per-epoch metrics), then the final
+    evaluation. Returns the test accuracy."""
+    callbacks = []
+    if args.model_dir:
+        callbacks += [
+            # Restores model, optimizer and epoch after an interrupt; kept
+            # after the last epoch, so a rerun with more --epochs goes on.
+            keras.callbacks.BackupAndRestore(
+                os.path.join(args.model_dir, "backup"),
+                delete_checkpoint=False),
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(args.model_dir, "last.keras")),
+            keras.callbacks.CSVLogger(
+                os.path.join(args.model_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(args.model_dir, "logs")),
+        ]
+    print(f"XLA: jit_compile={model.jit_compile} (train and eval steps are "
+          "compiled with XLA)" if model.jit_compile else "XLA: off")
+    start = time.perf_counter()
+    model.fit(
+        train_ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+        validation_data=eval_ds, validation_steps=eval_steps,
+        callbacks=callbacks, verbose=1 if os.environ.get("CI") is None else 2,
+    )
+    print(f"train time: {time.perf_counter() - start:.1f} s")
+    _, accuracy = model.evaluate(eval_ds, steps=eval_steps, verbose=0)
+    print(f"final test accuracy: {accuracy:.4f}")
+    return accuracy
+
+
+def export(model, args, model_name):
+    if args.export_dir:
+        export_for_serving(model, args.export_dir, model_name, overwrite=True)
+
+
+def data_options():
+    options = tf.data.Options()
+    options.deterministic = False
+    return options

@@ -1,0 +1,121 @@
+"""The registry of normalization + activation pairs that the models use.
+
+A model asks for `norm_act(name)` and gets a `NormAct` whose `norm(axis)` and
+`act(axis)` make the two layers; it never names a layer class. A new
+normalization is one `register_norm_act` call, not a copy of a model:
+
+```python
+frn_keras.models.register_norm_act(
+    "frn_relu",
+    norm=lambda axis: frn_keras.FilterResponseNormalization(axis=axis),
+    act=lambda axis: keras.layers.ReLU(),
+)
+model = frn_keras.models.resnet_cifar(20, norm="frn_relu")
+```
+
+Built in:
+
+| name | norm | act |
+| --- | --- | --- |
+| `"frn"` | `FilterResponseNormalization` | `TLU` (the paper's FRN layer) |
+| `"bn"` | `BatchNormalization` (momentum 0.9, eps 1e-5) | ReLU |
+| `"gn"` | `GroupNormalization`, 32 groups (fewer when C < 32: C groups) | ReLU |
+| `"ln"` | `GroupNormalization`, 1 group: LayerNorm over (H, W, C) with per-channel affine | ReLU |
+"""
+
+import dataclasses
+from typing import Callable
+
+import keras
+
+from frn_keras.layers import TLU
+from frn_keras.layers import FilterResponseNormalization
+
+
+@dataclasses.dataclass(frozen=True)
+class NormAct:
+    """Factories of a normalization layer and the activation paired with it.
+
+    Attributes:
+        norm: `norm(axis) -> Layer`, `axis` being the channel axis.
+        act: `act(axis) -> Layer`.
+    """
+
+    norm: Callable[[int], keras.layers.Layer]
+    act: Callable[[int], keras.layers.Layer]
+
+
+_REGISTRY = {}
+
+
+def register_norm_act(name, norm, act, overwrite=False):
+    """Adds a normalization + activation pair under `name`."""
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"A normalization named '{name}' is already registered; pass "
+            f"overwrite=True to replace it. Received: name={name!r}"
+        )
+    _REGISTRY[name] = NormAct(norm=norm, act=act)
+
+
+def norm_act(name):
+    """Returns the registered `NormAct` called `name`."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown normalization. Expected one of {available_norms()}. "
+            f"Received: norm={name!r}"
+        )
+    return _REGISTRY[name]
+
+
+def available_norms():
+    return sorted(_REGISTRY)
+
+
+def _relu(axis):
+    return keras.layers.ReLU()
+
+
+@keras.saving.register_keras_serializable(package="frn_keras")
+class CappedGroupNormalization(keras.layers.GroupNormalization):
+    """`GroupNormalization` with `min(max_groups, channels)` groups.
+
+    ResNets for CIFAR have 16-channel stages, where GroupNorm's usual 32
+    groups do not divide the channels; the group count is fixed at build.
+    """
+
+    def __init__(self, max_groups=32, **kwargs):
+        kwargs.setdefault("groups", max_groups)
+        super().__init__(**kwargs)
+        self.max_groups = max_groups
+
+    def build(self, input_shape):
+        self.groups = min(self.max_groups, input_shape[self.axis])
+        super().build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "max_groups": self.max_groups}
+
+
+register_norm_act(
+    "frn",
+    norm=lambda axis: FilterResponseNormalization(axis=axis),
+    act=lambda axis: TLU(axis=axis),
+)
+register_norm_act(
+    "bn",
+    norm=lambda axis: keras.layers.BatchNormalization(
+        axis=axis, momentum=0.9, epsilon=1e-5
+    ),
+    act=_relu,
+)
+register_norm_act(
+    "gn",
+    norm=lambda axis: CappedGroupNormalization(max_groups=32, axis=axis),
+    act=_relu,
+)
+register_norm_act(
+    "ln",
+    norm=lambda axis: CappedGroupNormalization(max_groups=1, axis=axis),
+    act=_relu,
+)
