@@ -294,3 +294,74 @@ def test_learned_epsilon_initial_value_and_weights():
     layer.build((None, 3))
     assert [w.name for w in layer.weights] == ["learned_epsilon"]
     np.testing.assert_allclose(layer.eps_learned.numpy(), [0.5])
+
+
+@pytest.mark.parametrize("center,scale", [(False, True), (True, False),
+                                          (False, False)])
+def test_gradients_without_center_or_scale_match_reference(center, scale):
+    rng = np.random.default_rng(8)
+    shape = (2, 5, 4, 6)
+    x, upstream = rng.normal(size=shape) * 0.05, rng.normal(size=shape)
+    layer = FilterResponseNormalization(
+        epsilon=1e-4, center=center, scale=scale, learned_epsilon=True,
+        dtype="float64",
+    )
+    layer.build(shape)
+    layer.eps_learned.assign([1e-4])  # exactly (the initializer is float32)
+    y, grads = harness.outputs_and_gradients(layer, x, upstream)
+    ones, zeros = np.ones(6), np.zeros(6)
+    np.testing.assert_allclose(
+        y, ref.frn_forward(x, -1, ones, zeros, 1e-4, 1e-4), rtol=1e-10)
+    expected = ref.frn_backward(x, -1, ones, zeros, 1e-4, 1e-4, upstream)
+    np.testing.assert_allclose(grads["x"], expected["x"], rtol=1e-8,
+                               atol=1e-10)
+    np.testing.assert_allclose(grads["learned_epsilon"],
+                               [expected["eps_learned"]], rtol=1e-8)
+    assert ("gamma" in grads) == scale and ("beta" in grads) == center
+
+
+def test_second_order_gradients_match_autodiff_of_the_formula():
+    # The analytic backward must itself be differentiable (e.g. for
+    # gradient penalties): compare a Hessian-vector product with autodiff
+    # of a plain TF composition of the same formula.
+    rng = np.random.default_rng(9)
+    shape = (2, 3, 4, 5)
+    x = tf.constant(rng.normal(size=shape))
+    v = tf.constant(rng.normal(size=shape))
+    w = tf.constant(rng.normal(size=shape))
+    layer, params = _random_frn(shape, -1, True)
+    gamma = tf.constant(params["gamma"])
+    beta = tf.constant(params["beta"])
+
+    def plain(x):
+        nu2 = tf.reduce_mean(x * x, axis=[1, 2], keepdims=True)
+        eps = 1e-4 + abs(params["eps_learned"])
+        return gamma * x * tf.math.rsqrt(nu2 + eps) + beta
+
+    def hvp(f):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(w * f(x))
+            g = inner.gradient(loss, x)
+            gv = tf.reduce_sum(g * v)
+        return outer.gradient(gv, x).numpy()
+
+    np.testing.assert_allclose(hvp(layer), hvp(plain), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("axis,spec", [(-1, (None, None, None, 6)),
+                                       (1, (None, 6, None, None)),
+                                       (-1, (None, None, 6))])
+def test_unknown_batch_and_spatial_sizes_at_trace_time(axis, spec):
+    # Fully convolutional use: sizes are only known when the graph runs.
+    layer, params = _random_frn((None,) + spec[1:], axis, True)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec(spec, tf.float64)])
+    rng = np.random.default_rng(10)
+    for size in (3, 5):
+        shape = tuple(6 if d == 6 else (2 if i == 0 else size)
+                      for i, d in enumerate(spec))
+        x = rng.normal(size=shape) * 0.05
+        np.testing.assert_allclose(fn(tf.constant(x)).numpy(),
+                                   _reference(x, axis, params), rtol=1e-10)

@@ -13,6 +13,7 @@ from keras import regularizers
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._frn_math import filter_response_normalize
 
 
 @keras.saving.register_keras_serializable(package="frn_keras")
@@ -164,6 +165,17 @@ class FilterResponseNormalization(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(
             ndim=rank, axes={axis: channels}
         )
+        # Channels-last / channels-first inputs are folded to
+        # (batch, positions, C) / (batch, C, positions): one reduction axis,
+        # which XLA compiles to faster loops than several spatial axes.
+        if rank > 3 and axis == rank - 1:
+            self._folded_shape, axis3 = (-1, channels), 2
+        elif rank > 3 and axis == 1:
+            self._folded_shape, axis3 = (channels, -1), 1
+        else:
+            self._folded_shape, axis3 = None, axis
+        if self._folded_shape is not None:
+            rank, axis = 3, axis3
         self._reduction_axes = tuple(
             i for i in range(1, rank) if i != axis
         )
@@ -200,24 +212,24 @@ class FilterResponseNormalization(keras.layers.Layer):
         # float16 would overflow in x ** 2 for |x| > 256: compute in float32.
         dtype = backend.result_type(inputs.dtype, "float32")
         x = ops.cast(inputs, dtype)
-        if self._reduction_axes:
-            nu2 = ops.mean(
-                ops.square(x), axis=self._reduction_axes, keepdims=True
-            )
-        else:
-            nu2 = ops.square(x)  # rank 2: one value per channel (N = 1)
-        epsilon = self.epsilon
-        if self.eps_learned is not None:
-            epsilon = epsilon + ops.abs(ops.cast(self.eps_learned, dtype))
-        inv = ops.rsqrt(nu2 + epsilon)
-        if self.gamma is not None:
-            inv = inv * self._per_channel(self.gamma, dtype)
-        outputs = x * inv
-        if self.beta is not None:
-            outputs = outputs + self._per_channel(self.beta, dtype)
+        if self._folded_shape is not None:
+            x = ops.reshape(x, (ops.shape(inputs)[0], *self._folded_shape))
+        outputs = filter_response_normalize(
+            x,
+            gamma=self._per_channel(self.gamma, dtype),
+            beta=self._per_channel(self.beta, dtype),
+            eps_learned=(None if self.eps_learned is None
+                         else ops.cast(self.eps_learned, dtype)),
+            epsilon=self.epsilon,
+            axes=self._reduction_axes,
+        )
+        if self._folded_shape is not None:
+            outputs = ops.reshape(outputs, ops.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
 
     def _per_channel(self, weight, dtype):
+        if weight is None:
+            return None
         return ops.reshape(ops.cast(weight, dtype), self._broadcast_shape)
 
     def compute_output_shape(self, input_shape):

@@ -1,0 +1,75 @@
+"""FRN's forward pass with an analytic backward pass.
+
+Autodiff of `gamma * x * rsqrt(mean(x^2) + eps) + beta` builds a long chain
+of elementwise and reduction ops. The analytic gradient needs one reduction,
+`sum(dy * x)` per sample and channel, and one elementwise pass:
+
+    r  = rsqrt(nu2 + eps),  s = gamma * r,  S = sum over spatial of dy * x
+    dx = s * dy - x * (s * r^2 * S / N)
+    dgamma = sum over batch of r * S,   dbeta = sum of dy
+    d eps_learned = sign(eps_learned) * sum(-gamma * S * r^3 / 2)
+
+(N is the number of spatial positions; `tests/numpy_reference.py` has the
+same formulas in float64 NumPy, checked against finite differences.)
+"""
+
+from keras import ops
+
+
+def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes):
+    """FRN of `x` over `axes`, with a custom gradient.
+
+    Args:
+        x: Input tensor (float32 or wider).
+        gamma, beta: Per-channel tensors shaped to broadcast against `x`, or
+            `None` (no scale / no offset).
+        eps_learned: Tensor of shape `(1,)`, or `None`.
+        epsilon: Python float > 0.
+        axes: Tuple of the spatial axes (may be empty: N = 1).
+    """
+    names = [name for name, value in (("gamma", gamma), ("beta", beta),
+                                      ("eps_learned", eps_learned))
+             if value is not None]
+    # Sums over the spatial axes; with none (rank-2 input) a sum is x itself.
+    spatial_sum = (lambda t: ops.sum(t, axis=axes, keepdims=True)) if axes \
+        else (lambda t: t)
+    n = 1
+    for axis in axes:
+        # Spatial sizes may be unknown until run time (fully convolutional).
+        size = x.shape[axis] if x.shape[axis] is not None else ops.cast(
+            ops.shape(x)[axis], x.dtype)
+        n = n * size
+
+    @ops.custom_gradient
+    def forward(x, *params):
+        p = dict(zip(names, params))
+        eps = epsilon
+        if "eps_learned" in p:
+            eps = eps + ops.abs(p["eps_learned"])
+        r = ops.rsqrt(spatial_sum(ops.square(x)) / n + eps)
+        s = r * p["gamma"] if "gamma" in p else r
+        y = x * s
+        if "beta" in p:
+            y = y + p["beta"]
+
+        def grad(*args, upstream=None):
+            dy = args[-1] if upstream is None else upstream
+            dy_x = spatial_sum(dy * x)
+            dx = s * dy - x * (s * ops.square(r) * dy_x / n)
+            grads = {}
+            batch_and_spatial = (0, *axes)
+            if "gamma" in p:
+                grads["gamma"] = ops.sum(r * dy_x, axis=0, keepdims=True)
+            if "beta" in p:
+                grads["beta"] = ops.sum(dy, axis=batch_and_spatial,
+                                        keepdims=True)
+            if "eps_learned" in p:
+                d_eps = ops.sum(-0.5 * s * ops.square(r) * dy_x)
+                grads["eps_learned"] = ops.reshape(
+                    d_eps, (1,)) * ops.sign(p["eps_learned"])
+            return (dx, *(grads[name] for name in names))
+
+        return y, grad
+
+    return forward(x, *(value for value in (gamma, beta, eps_learned)
+                        if value is not None))
