@@ -1,0 +1,169 @@
+"""Serving latency of the FRN ResNet vs the BN ResNet with BN folded.
+
+BatchNorm at inference is a per-channel affine map that folds into the
+preceding convolution (`kernel * scale`, `bias = beta - mean * scale`), so a
+served BN network pays nothing for it; FRN cannot fold (its statistics depend
+on the input). This script exports three SavedModels with
+`frn_keras.export.export_for_serving` (FRN, BN as trained, BN folded into its
+convolutions, checked equal to the unfolded model), loads them as a server
+would, and times the `serving_default` signature at batch 1 and 32,
+interleaved, median of `--repeats` calls after a warm-up.
+
+    python benchmarks/inference.py                 # ResNet-20, CIFAR size
+    python benchmarks/inference.py --model resnet_v2_50 --image-size 224
+
+Writes `<out>.csv` (default benchmarks/results/inference_<device>_<model>).
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from frn_keras import models  # noqa: E402
+from frn_keras.export import export_for_serving  # noqa: E402
+
+BUILDERS = {
+    "resnet20": lambda norm, size: models.resnet_cifar(
+        20, norm=norm, input_shape=(size, size, 3)),
+    "resnet_v2_50": lambda norm, size: models.resnet_v2_50(
+        norm=norm, input_shape=(size, size, 3)),
+}
+
+
+def randomize(model, seed):
+    """Non-trivial weights and BN statistics, so folding is really tested."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, .1, c),
+                               rng.normal(0, .1, c), rng.uniform(0.5, 2, c)])
+
+
+class FoldedAway(keras.layers.Layer):
+    """Stands where a folded BatchNormalization was: returns its input (and
+    takes BN's call arguments, which the cloned graph passes)."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+def fold_batch_norm(model):
+    """Returns a copy of `model` with each BatchNormalization that directly
+    follows a bias-free Conv2D folded into it (the BN becomes `FoldedAway`)."""
+    folds = {}  # conv name -> bn layer
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            producer = layer.input._keras_history.operation
+            if isinstance(producer, keras.layers.Conv2D) and not (
+                    producer.use_bias):
+                folds[producer.name] = layer
+    folded_bns = {bn.name for bn in folds.values()}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in folds:
+            config["use_bias"] = True
+            return type(layer).from_config(config)
+        if layer.name in folded_bns:
+            return FoldedAway(name=layer.name)
+        return type(layer).from_config(config)
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        target = folded.get_layer(layer.name)
+        if layer.name in folds:
+            bn = folds[layer.name]
+            gamma, beta, mean, var = (w.numpy() for w in (
+                bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+            scale = gamma / np.sqrt(var + bn.epsilon)
+            (kernel,) = layer.get_weights()
+            target.set_weights([kernel * scale, beta - mean * scale])
+        elif layer.name not in folded_bns:
+            target.set_weights(layer.get_weights())
+    return folded
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.repeats < 3 or min(args.batches) < 1 or args.image_size < 32:
+        parser.error("--repeats >= 3, --batches >= 1, --image-size >= 32")
+    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    out = args.out or os.path.join(os.path.dirname(__file__), "results",
+                                   f"inference_{device}_{args.model}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    frn = BUILDERS[args.model]("frn", args.image_size)
+    bn = BUILDERS[args.model]("bn", args.image_size)
+    randomize(bn, seed=0)
+    bn_folded = fold_batch_norm(bn)
+    rng = np.random.default_rng(1)
+    check = rng.uniform(0, 255, (4, args.image_size, args.image_size, 3))
+    np.testing.assert_allclose(bn_folded.predict(check, verbose=0),
+                               bn.predict(check, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    n_bn = sum(isinstance(l, keras.layers.BatchNormalization)
+               for l in bn_folded.layers)
+    print(f"folded BN model: {n_bn} BatchNormalization layers left")
+
+    signatures = {}
+    with tempfile.TemporaryDirectory() as base:
+        for name, model in [("frn", frn), ("bn", bn), ("bn_folded", bn_folded)]:
+            path = export_for_serving(model, base, name, verbose=False)
+            signatures[name] = tf.saved_model.load(path).signatures[
+                "serving_default"]
+        rows = []
+        for batch in args.batches:
+            images = tf.constant(rng.integers(
+                0, 256, (batch, args.image_size, args.image_size, 3)), tf.uint8)
+            calls = {name: (lambda s=s: s(images=images)["classes"].numpy())
+                     for name, s in signatures.items()}
+            for call in calls.values():
+                for _ in range(5):
+                    call()
+            times = {name: [] for name in calls}
+            for _ in range(args.repeats):
+                for name, call in calls.items():
+                    start = time.perf_counter()
+                    call()
+                    times[name].append(time.perf_counter() - start)
+            folded = statistics.median(times["bn_folded"])
+            for name, values in times.items():
+                q1, _, q3 = statistics.quantiles(values, n=4)
+                median = statistics.median(values)
+                rows.append({"device": device, "model": args.model,
+                             "image_size": args.image_size, "batch": batch,
+                             "variant": name, "median_ms": median * 1e3,
+                             "spread": (q3 - q1) / median,
+                             "vs_bn_folded": median / folded})
+    with open(out + ".csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print("\n| model | batch | variant | median ms | spread | vs BN folded |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['model']} {r['image_size']}px | {r['batch']} | "
+              f"{r['variant']} | {r['median_ms']:.2f} | {r['spread']:.0%} | "
+              f"{r['vs_bn_folded']:.2f} |")
+    print(f"\nTF {tf.__version__}, {os.cpu_count()} cores; wrote {out}.csv")
+
+
+if __name__ == "__main__":
+    main()
