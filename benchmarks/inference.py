@@ -29,15 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from frn_keras import models  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
-
-BUILDERS = {
-    "resnet20": lambda norm, size: models.resnet_cifar(
-        20, norm=norm, input_shape=(size, size, 3)),
-    "resnet_v2_50": lambda norm, size: models.resnet_v2_50(
-        norm=norm, input_shape=(size, size, 3)),
-}
+from zoo import BUILDERS  # noqa: E402
 
 
 def randomize(model, seed):

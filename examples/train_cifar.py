@@ -88,26 +88,18 @@ def main(argv=None):
                         "images (read by tfds ImageFolder)")
     args = parser.parse_args(argv)
     training.check_common_args(parser, args)
+    if args.depth < 8 or (args.depth - 2) % 6:
+        parser.error(f"--depth must be 6n + 2 (20, 32, 56, ...), got {args.depth}")
 
     keras.utils.set_random_seed(args.seed)
     training.set_precision(args.mixed_precision)
     train, test = input_pipelines(args)
-    steps_per_epoch = TRAIN_SIZE // args.batch_size
-    if args.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
-    learning_rate = args.learning_rate or 0.1 * args.batch_size / 128
-
-    scope, _ = training.strategy_scope(args.distribute)
-    with scope:
-        model = resnet_cifar(args.depth, NUM_CLASSES[args.dataset],
-                             norm=args.norm, data_format=args.data_format)
-        training.compile_model(model, args, steps_per_epoch, learning_rate)
-    print(f"{model.name}: {model.count_params():,} parameters, "
-          f"{args.epochs} epochs x {steps_per_epoch} steps of "
-          f"{args.batch_size}, peak learning rate {learning_rate:g}")
-    training.fit_and_evaluate(model, train, test, args, steps_per_epoch,
-                              args.eval_steps)
-    training.export(model, args, model.name)
+    training.run(
+        args,
+        lambda: resnet_cifar(args.depth, NUM_CLASSES[args.dataset],
+                             norm=args.norm, data_format=args.data_format),
+        train, test, TRAIN_SIZE, reference_batch=128,
+    )
 
 
 if __name__ == "__main__":

@@ -109,23 +109,13 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     training.set_precision(args.mixed_precision)
     train, evaluation, train_examples, num_classes = input_pipelines(args)
-    steps_per_epoch = max(1, train_examples // args.batch_size)
-    if args.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
-    learning_rate = args.learning_rate or 0.1 * args.batch_size / 256
-
-    scope, _ = training.strategy_scope(args.distribute)
-    with scope:
-        model = resnet_v2_50(num_classes, norm=args.norm,
+    training.run(
+        args,
+        lambda: resnet_v2_50(num_classes, norm=args.norm,
                              data_format=args.data_format,
-                             input_shape=(args.image_size, args.image_size, 3))
-        training.compile_model(model, args, steps_per_epoch, learning_rate)
-    print(f"{model.name}: {model.count_params():,} parameters, "
-          f"{args.epochs} epochs x {steps_per_epoch} steps of "
-          f"{args.batch_size}, peak learning rate {learning_rate:g}")
-    training.fit_and_evaluate(model, train, evaluation, args, steps_per_epoch,
-                              args.eval_steps)
-    training.export(model, args, model.name)
+                             input_shape=(args.image_size, args.image_size, 3)),
+        train, evaluation, train_examples, reference_batch=256,
+    )
 
 
 if __name__ == "__main__":

@@ -149,9 +149,28 @@ def fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
     return accuracy
 
 
-def export(model, args, model_name):
+def run(args, build_model, train_ds, eval_ds, train_examples,
+        reference_batch):
+    """Builds (under the `--distribute` strategy), compiles, trains,
+    evaluates and exports. The default peak learning rate is
+    `0.1 * batch / reference_batch`."""
+    steps_per_epoch = max(1, train_examples // args.batch_size)
+    if args.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
+    learning_rate = (args.learning_rate
+                     or 0.1 * args.batch_size / reference_batch)
+    scope, _ = strategy_scope(args.distribute)
+    with scope:
+        model = build_model()
+        compile_model(model, args, steps_per_epoch, learning_rate)
+    print(f"{model.name}: {model.count_params():,} parameters, "
+          f"{args.epochs} epochs x {steps_per_epoch} steps of "
+          f"{args.batch_size}, peak learning rate {learning_rate:g}")
+    fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
+                     args.eval_steps)
     if args.export_dir:
-        export_for_serving(model, args.export_dir, model_name, overwrite=True)
+        export_for_serving(model, args.export_dir, model.name, overwrite=True)
+    return model
 
 
 def data_options():

@@ -124,6 +124,7 @@ def test_imagenet_builds_from_manual_dir_and_trains(tmp_path):
 @pytest.mark.parametrize("script,args,message", [
     ("train_cifar.py", ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("train_cifar.py", ["--norm", "xn"], "invalid choice: 'xn'"),
+    ("train_cifar.py", ["--depth", "19"], "--depth must be 6n + 2"),
     ("train_imagenet.py", [], "--manual-dir is required"),
 ])
 def test_examples_reject_bad_flags(script, args, message, tmp_path):

@@ -3,7 +3,6 @@
 Covers the committed demo model in saved_models/ and a freshly exported one.
 """
 
-import importlib.util
 import http.server
 import json
 import os
@@ -32,6 +31,7 @@ from frn_keras import serving_requests
 from frn_keras.export import export_for_serving
 from frn_keras.export import write_models_config
 from tests import serving_emulation
+from tests.example_modules import load_example
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL_DIR = ROOT / "saved_models" / "digits_frn"
@@ -65,15 +65,6 @@ NO_KERAS_PRELUDE = textwrap.dedent(
 )
 
 
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(
-        name, ROOT / "examples" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _keras_probabilities(model, images):
     logits = model.predict(images.astype("float32"), verbose=0)
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits))
@@ -81,13 +72,13 @@ def _keras_probabilities(model, images):
 
 @pytest.fixture(scope="module")
 def digits():
-    return _load_example("train_digits").load_digits_split()
+    return load_example("train_digits").load_digits_split()
 
 
 @pytest.fixture(scope="module")
 def exported(digits, tmp_path_factory):
     """A briefly trained digits model, exported to a temporary folder."""
-    example = _load_example("train_digits")
+    example = load_example("train_digits")
     model, _, _ = example.train(epochs=2, verbose=0, data=digits)
     base = tmp_path_factory.mktemp("serving")
     version_dir = export_for_serving(
@@ -298,7 +289,7 @@ def test_bad_inputs_fail_with_a_clear_error_not_a_crash(exported, tmp_path):
 
 def test_mixed_precision_model_serves_float32(tmp_path, digits):
     keras.config.set_dtype_policy("mixed_float16")
-    model = _load_example("train_digits").build_model()
+    model = load_example("train_digits").build_model()
     keras.config.set_dtype_policy("float32")
     images = digits[1][0][:4]
     assert model(images.astype("float32")).dtype == "float16"

@@ -1,7 +1,6 @@
 """Models with the layers train under `model.fit` with XLA, and the README's
 main job runs."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -13,17 +12,9 @@ import keras
 
 from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
+from tests.example_modules import load_example
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(
-        name, ROOT / "examples" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_sequential_model_loss_goes_down_with_xla():
@@ -55,7 +46,7 @@ def test_sequential_model_loss_goes_down_with_xla():
 
 
 def test_digits_convnet_learns_with_xla():
-    example = _load_example("train_digits")
+    example = load_example("train_digits")
     model, history, accuracy = example.train(epochs=4, verbose=0)
     assert model.jit_compile is True
     losses = history.history["loss"]
