@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from frn_keras import layers
 from frn_keras import migration
+from frn_keras import models
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 
@@ -16,5 +17,6 @@ __all__ = [
     "TLU",
     "layers",
     "migration",
+    "models",
     "__version__",
 ]

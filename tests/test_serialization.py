@@ -172,3 +172,8 @@ def test_package_exports():
     )
     assert frn_keras.layers.TLU is TLU
     assert isinstance(frn_keras.__version__, str)
+
+
+def test_models_subpackage_is_reachable_from_the_package():
+    assert frn_keras.models.resnet_cifar is not None
+    assert "frn" in frn_keras.models.available_norms()
