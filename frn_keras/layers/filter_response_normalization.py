@@ -168,14 +168,11 @@ class FilterResponseNormalization(keras.layers.Layer):
         # Channels-last / channels-first inputs are folded to
         # (batch, positions, C) / (batch, C, positions): one reduction axis,
         # which XLA compiles to faster loops than several spatial axes.
+        self._folded_shape = None
         if rank > 3 and axis == rank - 1:
-            self._folded_shape, axis3 = (-1, channels), 2
+            self._folded_shape, rank, axis = (-1, channels), 3, 2
         elif rank > 3 and axis == 1:
-            self._folded_shape, axis3 = (channels, -1), 1
-        else:
-            self._folded_shape, axis3 = None, axis
-        if self._folded_shape is not None:
-            rank, axis = 3, axis3
+            self._folded_shape, rank, axis = (channels, -1), 3, 1
         self._reduction_axes = tuple(
             i for i in range(1, rank) if i != axis
         )
