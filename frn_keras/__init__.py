@@ -9,10 +9,12 @@ __version__ = "0.1.0"
 from frn_keras import layers
 from frn_keras import migration
 from frn_keras import models
+from frn_keras.conversion import convert_to_frn
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 
 __all__ = [
+    "convert_to_frn",
     "FilterResponseNormalization",
     "TLU",
     "layers",

@@ -1,0 +1,113 @@
+"""Conversion of BatchNormalization models to FRN + TLU."""
+
+import keras
+
+from frn_keras.layers import TLU
+from frn_keras.layers import FilterResponseNormalization
+
+
+def convert_to_frn(model):
+    """Returns a copy of `model` with every BatchNormalization made FRN.
+
+    Each `BatchNormalization` becomes `FilterResponseNormalization` on the
+    same channel axis (keeping its `gamma` and `beta`), and a ReLU layer
+    (`ReLU()` or `Activation("relu")`) that directly follows it becomes
+    `TLU`. Every other layer, its weights and the graph are kept; nested
+    Functional or Sequential models are converted too. The moving statistics
+    of BatchNorm have no FRN counterpart, so fine-tune the converted model.
+
+    Args:
+        model: A Functional or Sequential `keras.Model`.
+
+    Returns:
+        A new model of the same kind; `model` is not changed.
+
+    Raises:
+        ValueError: for a subclassed model (its `call` is arbitrary Python,
+            so its graph cannot be rebuilt), or a BatchNormalization over
+            several axes.
+    """
+    if not _is_graph_model(model):
+        raise ValueError(
+            "convert_to_frn needs a Functional or Sequential model; a "
+            "subclassed model's custom `call` cannot be rebuilt. Received: "
+            f"model of type {type(model).__name__}"
+        )
+    bn_axes = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if not isinstance(layer.axis, int):
+                raise ValueError(
+                    f"BatchNormalization '{layer.name}' normalizes over "
+                    "several axes; FRN takes one channel axis. Received: "
+                    f"axis={layer.axis}"
+                )
+            bn_axes[layer.name] = layer.axis
+    relu_axes = {
+        layer.name: bn_axes[_producer(layer).name]
+        for layer in model.layers
+        if _is_relu(layer) and _producer(layer) is not None
+        and _producer(layer).name in bn_axes
+    }
+
+    def clone(layer):
+        if layer.name in bn_axes:
+            return FilterResponseNormalization(
+                axis=bn_axes[layer.name], center=layer.center,
+                scale=layer.scale, name=layer.name,
+            )
+        if layer.name in relu_axes:
+            return TLU(axis=relu_axes[layer.name], name=layer.name)
+        if isinstance(layer, keras.Model):
+            return convert_to_frn(layer)
+        return type(layer).from_config(layer.get_config())
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, (FilterResponseNormalization, TLU)):
+            # BatchNorm's `training` / `mask` arguments mean nothing here.
+            kwargs.pop("training", None)
+            kwargs.pop("mask", None)
+        return layer(*args, **kwargs)
+
+    # A Sequential model calls each layer on its input alone.
+    replay = {} if isinstance(model, keras.Sequential) else {
+        "call_function": call}
+    converted = keras.models.clone_model(model, clone_function=clone, **replay)
+    for layer in model.layers:
+        if not layer.weights or isinstance(layer, keras.Model):
+            continue  # nothing to copy, or copied by the nested conversion
+        target = converted.get_layer(layer.name)
+        if layer.name in bn_axes:
+            weights = [w for w in (layer.gamma, layer.beta) if w is not None]
+            target.set_weights([w.numpy() for w in weights])
+        else:
+            target.set_weights(layer.get_weights())
+    return converted
+
+
+def _is_graph_model(model):
+    # keras.Model(inputs, outputs) builds a `Functional` instance.
+    return isinstance(model, keras.Sequential) or (
+        type(model).__name__ == "Functional"
+    )
+
+
+def _producer(layer):
+    """The layer whose output `layer` takes (None for several inputs)."""
+    try:
+        tensor = layer.input
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(tensor, (list, tuple)):
+        return None
+    return tensor._keras_history.operation
+
+
+def _is_relu(layer):
+    if isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        return not config.get("max_value") and not config.get(
+            "negative_slope") and not config.get("threshold")
+    return isinstance(layer, keras.layers.Activation) and (
+        layer.get_config()["activation"] == "relu"
+    )
