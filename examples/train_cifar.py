@@ -77,8 +77,8 @@ def input_pipelines(args):
 
 def main(argv=None):
     parser = training.common_parser(
-        __doc__.split("\n")[0], batch_size=128, epochs=180,
-        learning_rate=None, warmup_epochs=5, weight_decay=1e-4,
+        __doc__.split("\n")[0], batch_size=128, epochs=180, warmup_epochs=5,
+        weight_decay=1e-4,
     )
     parser.add_argument("--dataset", default="cifar10", choices=NUM_CLASSES)
     parser.add_argument("--depth", type=int, default=20,

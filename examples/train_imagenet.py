@@ -90,8 +90,8 @@ def input_pipelines(args):
 
 def main(argv=None):
     parser = training.common_parser(
-        __doc__.split("\n")[0], batch_size=256, epochs=90,
-        learning_rate=None, warmup_epochs=5, weight_decay=1e-4,
+        __doc__.split("\n")[0], batch_size=256, epochs=90, warmup_epochs=5,
+        weight_decay=1e-4,
     )
     parser.add_argument("--manual-dir", default=None,
                         help="folder with the ILSVRC2012 tar archives")

@@ -21,8 +21,8 @@ from frn_keras.models import available_norms  # noqa: E402
 NO_DECAY = ["gamma", "beta", "tau", "alpha", "learned_epsilon", "bias"]
 
 
-def common_parser(description, batch_size, epochs, learning_rate,
-                  warmup_epochs, weight_decay):
+def common_parser(description, batch_size, epochs, warmup_epochs,
+                  weight_decay):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--norm", default="frn", choices=available_norms())
     parser.add_argument("--batch-size", type=int, default=batch_size,
@@ -32,7 +32,7 @@ def common_parser(description, batch_size, epochs, learning_rate,
                         help="cap on the steps of each epoch (smoke runs)")
     parser.add_argument("--eval-steps", type=int, default=None,
                         help="cap on the evaluation steps (smoke runs)")
-    parser.add_argument("--learning-rate", type=float, default=learning_rate,
+    parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak learning rate (default scales linearly "
                         "with the batch size)")
     parser.add_argument("--warmup-epochs", type=float, default=warmup_epochs)
@@ -78,14 +78,14 @@ def set_precision(mode):
 def strategy_scope(distribute):
     """A `tf.distribute` scope (`TF_CONFIG` describes multi-worker)."""
     if distribute == "none":
-        return contextlib.nullcontext(), 1
+        return contextlib.nullcontext()
     if distribute == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     print(f"tf.distribute: {type(strategy).__name__}, "
           f"{strategy.num_replicas_in_sync} replicas")
-    return strategy.scope(), strategy.num_replicas_in_sync
+    return strategy.scope()
 
 
 def warmup_cosine(peak, total_steps, warmup_steps):
@@ -159,8 +159,7 @@ def run(args, build_model, train_ds, eval_ds, train_examples,
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     learning_rate = (args.learning_rate
                      or 0.1 * args.batch_size / reference_batch)
-    scope, _ = strategy_scope(args.distribute)
-    with scope:
+    with strategy_scope(args.distribute):
         model = build_model()
         compile_model(model, args, steps_per_epoch, learning_rate)
     print(f"{model.name}: {model.count_params():,} parameters, "

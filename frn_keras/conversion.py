@@ -43,12 +43,11 @@ def convert_to_frn(model):
                     f"axis={layer.axis}"
                 )
             bn_axes[layer.name] = layer.axis
-    relu_axes = {
-        layer.name: bn_axes[_producer(layer).name]
-        for layer in model.layers
-        if _is_relu(layer) and _producer(layer) is not None
-        and _producer(layer).name in bn_axes
-    }
+    relu_axes = {}
+    for layer in model.layers:
+        producer = _producer(layer) if _is_relu(layer) else None
+        if producer is not None and producer.name in bn_axes:
+            relu_axes[layer.name] = bn_axes[producer.name]
 
     def clone(layer):
         if layer.name in bn_axes:

@@ -255,16 +255,15 @@ def main(argv=None):
         model, args.base_dir, args.name, version=args.version,
         from_logits=args.from_logits, overwrite=args.overwrite,
     )
-    print(f"wrote {write_models_config(args.base_dir, _model_names(args))}")
+    print(f"wrote {write_models_config(args.base_dir, _model_names(args.base_dir))}")
 
 
-def _model_names(args):
-    """The folders of `--base-dir` that hold a numbered version."""
+def _model_names(base_dir):
+    """The folders of `base_dir` that hold a numbered version."""
     return sorted(
-        name for name in os.listdir(args.base_dir)
-        if os.path.isdir(os.path.join(args.base_dir, name))
-        and any(v.isdigit()
-                for v in os.listdir(os.path.join(args.base_dir, name)))
+        name for name in os.listdir(base_dir)
+        if os.path.isdir(os.path.join(base_dir, name))
+        and any(v.isdigit() for v in os.listdir(os.path.join(base_dir, name)))
     )
 
 
