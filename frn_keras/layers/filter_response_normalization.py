@@ -10,6 +10,8 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from frn_keras.layers._arguments import check_bool
+from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
@@ -121,26 +123,15 @@ class FilterResponseNormalization(keras.layers.Layer):
         **kwargs,
     ):
         axis = check_axis_argument(axis)
-        if (
-            isinstance(epsilon, bool)
-            or not isinstance(epsilon, numbers.Real)
-            or not math.isfinite(epsilon)
-            or epsilon <= 0
-        ):
-            raise ValueError(
-                "Argument `epsilon` must be a finite float > 0. "
-                f"Received: epsilon={epsilon!r}"
-            )
-        if not isinstance(learned_epsilon, bool):
-            raise ValueError(
-                "Argument `learned_epsilon` must be a bool. "
-                f"Received: learned_epsilon={learned_epsilon!r}"
-            )
+        epsilon = check_positive_float("epsilon", epsilon)
+        check_bool("learned_epsilon", learned_epsilon)
+        check_bool("center", center)
+        check_bool("scale", scale)
         super().__init__(**kwargs)
         # Statistics are computed in float32 (or wider) whatever the policy.
         self.autocast = False
         self.axis = axis
-        self.epsilon = float(epsilon)
+        self.epsilon = epsilon
         self.learned_epsilon = learned_epsilon
         self.learned_epsilon_initializer = _epsilon_initializer(
             learned_epsilon_initializer

@@ -6,6 +6,7 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
@@ -76,10 +77,7 @@ class TLU(keras.layers.Layer):
         **kwargs,
     ):
         axis = check_axis_argument(axis)
-        if not isinstance(affine, bool):
-            raise ValueError(
-                f"Argument `affine` must be a bool. Received: affine={affine!r}"
-            )
+        check_bool("affine", affine)
         super().__init__(**kwargs)
         self.supports_masking = True
         self.axis = axis
