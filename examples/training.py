@@ -18,7 +18,8 @@ from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.models import available_norms  # noqa: E402
 
 # Weights that decoupled weight decay leaves alone (norm affine, biases).
-NO_DECAY = ["gamma", "beta", "tau", "alpha", "learned_epsilon", "bias"]
+NO_DECAY = ["gamma", "beta", "tau", "alpha", "learned_epsilon", "proxy_scale",
+            "proxy_shift", "bias"]
 
 
 def common_parser(description, batch_size, epochs, warmup_epochs,

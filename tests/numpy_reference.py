@@ -1,9 +1,11 @@
-"""Independent float64 NumPy reference of FRN and TLU, forward and backward.
+"""Independent float64 NumPy reference of FRN, TLU and Proxy Normalization.
 
 Written from the paper's formulas, not from the layer code. The backward
 passes give the gradients of `loss = sum(upstream * output)`; they are
 themselves checked against finite differences in `test_numpy_reference.py`.
 """
+
+import math
 
 import numpy as np
 
@@ -75,3 +77,66 @@ def tlu_backward(x, axis, tau, alpha, upstream):
     if alpha is not None:
         grads["alpha"] = np.sum(np.where(x_wins, 0.0, w * x), axis=not_channel)
     return grads
+
+
+# Proxy Normalization (Labatie et al. 2021) ----------------------------------
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def normal_cdf(x):
+    return 0.5 * (1.0 + _erf(np.asarray(x, np.float64) / math.sqrt(2.0)))
+
+
+def normal_pdf(x):
+    x = np.asarray(x, np.float64)
+    return np.exp(-0.5 * x**2) / math.sqrt(2.0 * math.pi)
+
+
+def midpoint_normal_quantiles(n):
+    """`Phi^-1((i + 1/2) / n)` by bisection on the CDF (not the layer's
+    `statistics.NormalDist`)."""
+    p = (np.arange(n) + 0.5) / n
+    lo, hi = np.full(n, -10.0), np.full(n, 10.0)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        below = normal_cdf(mid) < p
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+ACTIVATIONS = {
+    "relu": lambda t: np.maximum(t, 0.0),
+    "gelu": lambda t: t * normal_cdf(t),
+    "silu": lambda t: t / (1.0 + np.exp(-t)),
+    "tanh": np.tanh,
+}
+
+
+def proxy_moments(activation, gamma, beta, proxy_scale, proxy_shift, n):
+    """Mean and variance of `phi(gamma * ((1 + s) r + b) + beta)` over the
+    `n` midpoint normal quantiles `r`, per channel."""
+    r = midpoint_normal_quantiles(n)[:, None]
+    z = ACTIVATIONS[activation](gamma * ((1 + proxy_scale) * r + proxy_shift)
+                                + beta)
+    return z.mean(axis=0), z.var(axis=0)
+
+
+def relu_normal_moments(mu, sigma):
+    """Exact mean and variance of relu(Z), Z ~ N(mu, sigma^2)."""
+    a = mu / sigma
+    mean = mu * normal_cdf(a) + sigma * normal_pdf(a)
+    second = (mu**2 + sigma**2) * normal_cdf(a) + mu * sigma * normal_pdf(a)
+    return mean, second - mean**2
+
+
+def proxy_norm_forward(x, axis, activation, gamma, beta, proxy_scale,
+                       proxy_shift, epsilon, n):
+    """PN-Act: `(phi(gamma x + beta) - m) / sqrt(v + eps)`, float64."""
+    x = np.asarray(x, np.float64)
+    _, _, shape = _axes(x, axis)
+    mean, var = proxy_moments(activation, gamma, beta, proxy_scale,
+                              proxy_shift, n)
+    z = ACTIVATIONS[activation](gamma.reshape(shape) * x + beta.reshape(shape))
+    return (z - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + epsilon)

@@ -49,7 +49,7 @@ def test_frn_replaces_every_bn_relu_pair(build):
     assert len(frn) == len(bn)
 
 
-@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln"])
+@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln", "gn_pn"])
 def test_channels_first_computes_the_same_function(norm):
     rng = np.random.default_rng(0)
     last = models.resnet_cifar(8, norm=norm)
@@ -116,3 +116,31 @@ def test_mixed_precision_model_gives_float32_logits():
     out = model(np.full((1, 32, 32, 3), 128.0, "float32"))
     assert out.dtype == "float32"
     assert np.all(np.isfinite(np.asarray(out)))
+
+
+@pytest.mark.parametrize("norm, groups", [("ln_pn", {1}), ("gn_pn", {4})])
+def test_proxy_norm_entries_pair_an_affine_free_group_norm_with_pn_act(
+        norm, groups, tmp_path):
+    model = models.resnet_cifar(8, norm=norm)
+    bn = _layer_types(models.resnet_cifar(8, norm="bn"))
+    types = _layer_types(model)
+    assert types.count("ProxyNormalization") == bn.count("ReLU")
+    assert "ReLU" not in types
+    norms = [layer for layer in model.layers
+             if isinstance(layer, models.CappedGroupNormalization)]
+    assert len(norms) == bn.count("BatchNormalization")
+    assert {layer.groups for layer in norms} == groups
+    assert not any(layer.center or layer.scale for layer in norms)
+    x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("f4")
+    model.save(tmp_path / "pn.keras")
+    restored = keras.saving.load_model(tmp_path / "pn.keras")
+    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln"])
+def test_no_model_uses_proxy_normalization_unless_asked(norm):
+    # PN is patented (see ProxyNormalization); only the *_pn names use it.
+    assert "ProxyNormalization" not in _layer_types(
+        models.resnet_cifar(8, norm=norm))
+    assert "ProxyNormalization" not in _layer_types(
+        frn_keras.convert_to_frn(models.resnet_cifar(8, norm="bn")))

@@ -14,6 +14,7 @@ import keras
 import frn_keras
 from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
+from frn_keras.layers import ProxyNormalization
 
 LAYERS = [
     FilterResponseNormalization(),
@@ -27,6 +28,10 @@ LAYERS = [
     TLU(),
     TLU(axis=1, affine=True, tau_initializer="ones", alpha_regularizer="l1",
         tau_constraint="non_neg"),
+    ProxyNormalization(),
+    ProxyNormalization(axis=1, activation="gelu", epsilon=0.1,
+                       num_quantiles=50, proxy_affine=False, center=False,
+                       gamma_regularizer="l2"),
 ]
 
 
@@ -86,6 +91,14 @@ def test_config_holds_every_constructor_argument():
     assert tlu["tau_constraint"]["class_name"] == "NonNeg"
     for key in ["tau_regularizer", "alpha_initializer", "alpha_constraint"]:
         assert key in tlu
+    pn = LAYERS[5].get_config()
+    assert {k: pn[k] for k in [
+        "axis", "activation", "epsilon", "num_quantiles", "proxy_affine",
+        "center", "scale"]} == {
+        "axis": 1, "activation": "gelu", "epsilon": 0.1,
+        "num_quantiles": 50, "proxy_affine": False, "center": False,
+        "scale": True}
+    assert pn["gamma_regularizer"]["class_name"] == "L2"
 
 
 def test_registered_names_and_generic_deserialization():
@@ -94,6 +107,8 @@ def test_registered_names_and_generic_deserialization():
         == "frn_keras>FilterResponseNormalization"
     )
     assert keras.saving.get_registered_name(TLU) == "frn_keras>TLU"
+    assert (keras.saving.get_registered_name(ProxyNormalization)
+            == "frn_keras>ProxyNormalization")
     for layer in LAYERS:
         restored = keras.layers.deserialize(keras.layers.serialize(layer))
         assert type(restored) is type(layer)
@@ -111,7 +126,9 @@ def _functional_model():
     h = keras.layers.Flatten()(h)
     h = keras.layers.Dense(4)(h)
     h = FilterResponseNormalization(learned_epsilon=True)(h)
-    outputs = TLU()(h)
+    h = TLU()(h)
+    h = keras.layers.LayerNormalization(center=False, scale=False)(h)
+    outputs = ProxyNormalization(activation="silu")(h)
     return keras.Model(inputs, outputs)
 
 
@@ -135,6 +152,7 @@ def test_keras_file_loads_in_fresh_process_with_plain_import(tmp_path):
         model = keras.saving.load_model({str(path)!r})
         layers = [type(l).__name__ for l in model.layers]
         assert layers.count("FilterResponseNormalization") == 3, layers
+        assert layers.count("ProxyNormalization") == 1, layers
         x = np.load({str(tmp_path / "x.npy")!r})
         np.save({str(tmp_path / "y.npy")!r}, model.predict(x, verbose=0))
         """
@@ -171,6 +189,7 @@ def test_package_exports():
         FilterResponseNormalization
     )
     assert frn_keras.layers.TLU is TLU
+    assert frn_keras.layers.ProxyNormalization is ProxyNormalization
     assert isinstance(frn_keras.__version__, str)
 
 

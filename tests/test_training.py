@@ -12,6 +12,7 @@ import keras
 
 from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
+from frn_keras.layers import ProxyNormalization
 from tests.example_modules import load_example
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -43,6 +44,34 @@ def test_sequential_model_loss_goes_down_with_xla():
     assert model.jit_compile is True  # Keras kept XLA on for this model
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_proxy_normalized_model_loss_goes_down_with_xla():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8, 8, 2)).astype("float32")
+    y = (np.mean(x[..., 0], axis=(1, 2)) > 0).astype("int32")
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        keras.layers.Conv2D(8, 3, padding="same"),
+        keras.layers.GroupNormalization(2, center=False, scale=False),
+        ProxyNormalization(activation="gelu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    pn = model.layers[2]
+    before = pn.proxy_shift.numpy().copy()
+    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    assert model.jit_compile is True
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    # The proxy weights are trained through the proxy moments.
+    assert not np.allclose(pn.proxy_shift.numpy(), before)
 
 
 def test_digits_convnet_learns_with_xla():

@@ -3,6 +3,7 @@
 from frn_keras.layers.filter_response_normalization import (
     FilterResponseNormalization,
 )
+from frn_keras.layers.proxy_normalization import ProxyNormalization
 from frn_keras.layers.tlu import TLU
 
-__all__ = ["FilterResponseNormalization", "TLU"]
+__all__ = ["FilterResponseNormalization", "ProxyNormalization", "TLU"]

@@ -21,6 +21,14 @@ Built in:
 | `"bn"` | `BatchNormalization` (momentum 0.9, eps 1e-5) | ReLU |
 | `"gn"` | `GroupNormalization`, 32 groups (fewer when C < 32: C groups) | ReLU |
 | `"ln"` | `GroupNormalization`, 1 group: LayerNorm over (H, W, C) with per-channel affine | ReLU |
+| `"ln_pn"` | the same LayerNorm without its affine | `ProxyNormalization` (relu) |
+| `"gn_pn"` | `GroupNormalization`, 4 groups (the authors' choice), without its affine | `ProxyNormalization` (relu) |
+
+The `*_pn` entries use Proxy Normalization, on which Graphcore holds a patent
+(US 12,430,552; WO2023052547A1); nothing uses them unless asked for by name.
+In a post-activation ResNet the norm before each residual addition is not
+followed by the activation, so under `*_pn` that branch has no per-channel
+affine of its own.
 """
 
 import dataclasses
@@ -30,6 +38,7 @@ import keras
 
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
+from frn_keras.layers import ProxyNormalization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,3 +128,17 @@ register_norm_act(
     norm=lambda axis: CappedGroupNormalization(max_groups=1, axis=axis),
     act=_relu,
 )
+
+
+def _proxy_normalized(max_groups):
+    """A GroupNorm without affine + PN-Act pair (Labatie et al. 2021)."""
+    return dict(
+        norm=lambda axis: CappedGroupNormalization(
+            max_groups=max_groups, axis=axis, center=False, scale=False
+        ),
+        act=lambda axis: ProxyNormalization(axis=axis, activation="relu"),
+    )
+
+
+register_norm_act("ln_pn", **_proxy_normalized(max_groups=1))
+register_norm_act("gn_pn", **_proxy_normalized(max_groups=4))
