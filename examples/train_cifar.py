@@ -17,7 +17,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import training  # noqa: E402  (sets the backend before keras is imported)
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
@@ -69,7 +68,7 @@ def input_pipelines(args):
              .map(augment, num_parallel_calls=AUTOTUNE)
              # One batch shape, so XLA compiles the train step once.
              .batch(args.batch_size, drop_remainder=True)
-             .prefetch(AUTOTUNE).with_options(training.data_options()))
+             .prefetch(AUTOTUNE).with_options(training.data_options(args)))
     test = (test.map(to_float, num_parallel_calls=AUTOTUNE)
             .batch(args.batch_size).prefetch(AUTOTUNE))
     return train, test
@@ -91,14 +90,13 @@ def main(argv=None):
     if args.depth < 8 or (args.depth - 2) % 6:
         parser.error(f"--depth must be 6n + 2 (20, 32, 56, ...), got {args.depth}")
 
-    keras.utils.set_random_seed(args.seed)
-    training.set_precision(args.mixed_precision)
+    strategy = training.configure_runtime(args)
     train, test = input_pipelines(args)
     training.run(
         args,
         lambda: resnet_cifar(args.depth, NUM_CLASSES[args.dataset],
                              norm=args.norm, data_format=args.data_format),
-        train, test, TRAIN_SIZE, reference_batch=128,
+        train, test, TRAIN_SIZE, reference_batch=128, strategy=strategy,
     )
 
 

@@ -16,7 +16,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import training  # noqa: E402  (sets the backend before keras is imported)
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
@@ -80,7 +79,7 @@ def input_pipelines(args):
              .map(lambda x, y: random_resized_crop(x, y, size),
                   num_parallel_calls=AUTOTUNE)
              .batch(args.batch_size, drop_remainder=True)
-             .prefetch(AUTOTUNE).with_options(training.data_options()))
+             .prefetch(AUTOTUNE).with_options(training.data_options(args)))
     evaluation = (evaluation
                   .map(lambda x, y: center_crop(x, y, size),
                        num_parallel_calls=AUTOTUNE)
@@ -106,8 +105,7 @@ def main(argv=None):
     if args.image_size < 32:
         parser.error(f"--image-size must be >= 32, got {args.image_size}")
 
-    keras.utils.set_random_seed(args.seed)
-    training.set_precision(args.mixed_precision)
+    strategy = training.configure_runtime(args)
     train, evaluation, train_examples, num_classes = input_pipelines(args)
     training.run(
         args,
@@ -115,6 +113,7 @@ def main(argv=None):
                              data_format=args.data_format,
                              input_shape=(args.image_size, args.image_size, 3)),
         train, evaluation, train_examples, reference_batch=256,
+        strategy=strategy,
     )
 
 

@@ -3,8 +3,8 @@ distribution, the warm-up + cosine schedule, XLA compilation, resumable
 `fit`, evaluation and export."""
 
 import argparse
-import contextlib
 import os
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -13,6 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data_parallel  # noqa: E402
 import frn_keras  # noqa: E402,F401  (registers the layers)
 from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.models import available_norms  # noqa: E402
@@ -41,7 +43,12 @@ def common_parser(description, batch_size, epochs, warmup_epochs,
     parser.add_argument("--mixed-precision", default="off",
                         choices=["off", "float16", "bfloat16"])
     parser.add_argument("--distribute", default="none",
-                        choices=["none", "mirrored", "multi_worker"])
+                        choices=["none", "mirrored", "multi_worker"],
+                        help="data-parallel training (tf.distribute) in a "
+                        "custom loop; multi_worker reads TF_CONFIG")
+    parser.add_argument("--logical-cpus", type=int, default=0,
+                        help="with --distribute mirrored and no GPU: split "
+                        "the CPU into this many devices (to try it out)")
     parser.add_argument("--data-format", default="channels_last",
                         choices=["channels_last", "channels_first"])
     parser.add_argument("--no-jit-compile", dest="jit_compile",
@@ -60,6 +67,8 @@ def common_parser(description, batch_size, epochs, warmup_epochs,
 
 
 def check_common_args(parser, args):
+    if args.logical_cpus < 0:
+        parser.error(f"--logical-cpus must be >= 0, got {args.logical_cpus}")
     for name in ("batch_size", "epochs", "steps_per_epoch", "eval_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -70,23 +79,20 @@ def check_common_args(parser, args):
         parser.error("--warmup-epochs and --weight-decay must be >= 0")
 
 
-def set_precision(mode):
+def configure_runtime(args):
+    """Seeds, the dtype policy, the CPU devices (--logical-cpus) and the
+    --distribute strategy, which TensorFlow needs before any tensor or
+    dataset is made. Returns the strategy, or `None`."""
+    if args.logical_cpus > 1:
+        data_parallel.split_host_cpu(args.logical_cpus)
+    strategy = None
+    if args.distribute != "none":
+        strategy = data_parallel.make_strategy(args.distribute)
+    keras.utils.set_random_seed(args.seed)
     policy = {"off": "float32", "float16": "mixed_float16",
-              "bfloat16": "mixed_bfloat16"}[mode]
+              "bfloat16": "mixed_bfloat16"}[args.mixed_precision]
     keras.config.set_dtype_policy(policy)
-
-
-def strategy_scope(distribute):
-    """A `tf.distribute` scope (`TF_CONFIG` describes multi-worker)."""
-    if distribute == "none":
-        return contextlib.nullcontext()
-    if distribute == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    print(f"tf.distribute: {type(strategy).__name__}, "
-          f"{strategy.num_replicas_in_sync} replicas")
-    return strategy.scope()
+    return strategy
 
 
 def warmup_cosine(peak, total_steps, warmup_steps):
@@ -100,7 +106,9 @@ def warmup_cosine(peak, total_steps, warmup_steps):
     )
 
 
-def compile_model(model, args, steps_per_epoch, peak_learning_rate):
+def make_optimizer(args, steps_per_epoch, peak_learning_rate):
+    """SGD with Nesterov momentum, decoupled weight decay (not on norm
+    parameters or biases) and the warm-up + cosine schedule."""
     total = args.epochs * steps_per_epoch
     optimizer = keras.optimizers.SGD(
         warmup_cosine(peak_learning_rate, total,
@@ -108,6 +116,11 @@ def compile_model(model, args, steps_per_epoch, peak_learning_rate):
         momentum=0.9, nesterov=True, weight_decay=args.weight_decay,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    return optimizer
+
+
+def compile_model(model, args, steps_per_epoch, peak_learning_rate):
+    optimizer = make_optimizer(args, steps_per_epoch, peak_learning_rate)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -151,29 +164,90 @@ def fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
 
 
 def run(args, build_model, train_ds, eval_ds, train_examples,
-        reference_batch):
-    """Builds (under the `--distribute` strategy), compiles, trains,
-    evaluates and exports. The default peak learning rate is
+        reference_batch, strategy=None):
+    """Builds, trains (`fit`, or the data-parallel loop with
+    `--distribute`), evaluates and exports. The default peak learning rate is
     `0.1 * batch / reference_batch`."""
     steps_per_epoch = max(1, train_examples // args.batch_size)
     if args.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     learning_rate = (args.learning_rate
                      or 0.1 * args.batch_size / reference_batch)
-    with strategy_scope(args.distribute):
+    writes_outputs = True
+    if strategy is not None:
+        model, writes_outputs = train_data_parallel(
+            args, strategy, build_model, train_ds, eval_ds, steps_per_epoch,
+            learning_rate)
+    else:
         model = build_model()
         compile_model(model, args, steps_per_epoch, learning_rate)
-    print(f"{model.name}: {model.count_params():,} parameters, "
-          f"{args.epochs} epochs x {steps_per_epoch} steps of "
-          f"{args.batch_size}, peak learning rate {learning_rate:g}")
-    fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
-                     args.eval_steps)
-    if args.export_dir:
+        print(f"{model.name}: {model.count_params():,} parameters, "
+              f"{args.epochs} epochs x {steps_per_epoch} steps of "
+              f"{args.batch_size}, peak learning rate {learning_rate:g}")
+        fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
+                         args.eval_steps)
+    if args.export_dir and writes_outputs:
         export_for_serving(model, args.export_dir, model.name, overwrite=True)
     return model
 
 
-def data_options():
+def train_data_parallel(args, strategy, build_model, train_ds, eval_ds,
+                        steps_per_epoch, learning_rate):
+    """`--distribute`: the custom loop of `data_parallel.py` (XLA unless
+    --no-jit-compile), a progress bar and per-epoch metrics, a checkpoint
+    per epoch in --model-dir (resumed by a rerun), and the final test
+    accuracy. Returns the model and whether this process is the one that
+    writes the outputs (the chief)."""
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size % replicas:
+        raise SystemExit(
+            f"--batch-size must be divisible by the {replicas} replicas, "
+            f"got {args.batch_size}")
+    with strategy.scope():
+        model = build_model()
+        optimizer = make_optimizer(args, steps_per_epoch, learning_rate)
+        if keras.config.dtype_policy().name == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        epoch = keras.Variable(0, dtype="int64", trainable=False,
+                               name="epoch")
+    trainer = data_parallel.DataParallelTrainer(
+        strategy, model, optimizer, args.batch_size,
+        jit_compile=args.jit_compile)
+    manager = None
+    if args.model_dir:
+        manager = data_parallel.checkpoint_manager(
+            strategy, args.model_dir, model=model, optimizer=optimizer,
+            epoch=epoch)
+        if manager.latest_checkpoint:
+            manager.checkpoint.restore(manager.latest_checkpoint)
+            print(f"resumed from {manager.latest_checkpoint} after epoch "
+                  f"{int(epoch.numpy())}")
+    print(f"{model.name}: {model.count_params():,} parameters, "
+          f"{args.epochs} epochs x {steps_per_epoch} steps of "
+          f"{args.batch_size} over {replicas} replicas, peak learning rate "
+          f"{learning_rate:g}, XLA {'on' if args.jit_compile else 'off'}")
+    batches = iter(data_parallel.split_global_batches(strategy, train_ds))
+    start = time.perf_counter()
+    for e in range(int(epoch.numpy()), args.epochs):
+        print(f"Epoch {e + 1}/{args.epochs}")
+        progress = keras.utils.Progbar(
+            steps_per_epoch, verbose=1 if os.environ.get("CI") is None else 2)
+        loss, accuracy = trainer.train(batches, steps_per_epoch, progress)
+        val_accuracy = trainer.evaluate(eval_ds, args.eval_steps)
+        print(f"epoch {e + 1}: loss {loss:.4f} - accuracy {accuracy:.4f} - "
+              f"val_accuracy {val_accuracy:.4f}")
+        epoch.assign(e + 1)
+        if manager:
+            manager.save()
+    print(f"train time: {time.perf_counter() - start:.1f} s")
+    accuracy = trainer.evaluate(eval_ds, args.eval_steps)
+    print(f"final test accuracy: {accuracy:.4f}")
+    return model, data_parallel.is_chief(strategy)
+
+
+def data_options(args):
+    """Unordered parallel map, except under multi-worker training, where
+    every worker must see the same global batches (`data_parallel.py`)."""
     options = tf.data.Options()
-    options.deterministic = False
+    options.deterministic = args.distribute == "multi_worker"
     return options

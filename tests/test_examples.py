@@ -2,8 +2,10 @@
 tensorflow-datasets code paths: mock data, and the real images in
 ../shared/data (CIFAR-10 JPEG copy, tiny ImageNet in the manual layout)."""
 
+import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import tarfile
@@ -133,3 +135,54 @@ def test_examples_reject_bad_flags(script, args, message, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_cifar_mirrored_strategy_with_xla_resumes_and_exports(tmp_path):
+    common = ["--mock-data", "--batch-size", "8", "--depth", "8",
+              "--steps-per-epoch", "2", "--eval-steps", "1",
+              "--distribute", "mirrored", "--logical-cpus", "2",
+              "--mixed-precision", "float16",  # with loss scaling
+              "--model-dir", str(tmp_path / "run")]
+    first = _run("train_cifar.py", [*common, "--epochs", "1"], tmp_path)
+    assert "MirroredStrategy, 2 replicas" in first and "XLA on" in first
+    second = _run("train_cifar.py",
+                  [*common, "--epochs", "2", "--export-dir",
+                   str(tmp_path / "export")], tmp_path)
+    assert "resumed from" in second
+    assert "Epoch 2/2" in second and "Epoch 1/2" not in second
+    assert 0.0 <= _final_accuracy(second) <= 1.0
+    assert (tmp_path / "export" / "resnet8_frn" / "1" / "saved_model.pb").exists()
+
+
+def test_cifar_multi_worker_two_processes(tmp_path):
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, KERAS_BACKEND="tensorflow",
+                   TFDS_DATA_DIR=str(tmp_path / "tfds"),
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                       "type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "train_cifar.py"),
+             "--mock-data", "--batch-size", "8", "--depth", "8", *SMOKE,
+             "--distribute", "multi_worker",
+             "--export-dir", str(tmp_path / "export")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))
+    outputs = []
+    for worker in workers:
+        output, _ = worker.communicate(timeout=600)
+        assert worker.returncode == 0, output[-4000:]
+        outputs.append(output)
+    for output in outputs:
+        assert "MultiWorkerMirroredStrategy" in output or (
+            "CollectiveAllReduceStrategy" in output)
+        assert "2 replicas" in output and "final test accuracy" in output
+    # Only the chief (worker 0) exports.
+    assert "exported SavedModel" in outputs[0]
+    assert "exported SavedModel" not in outputs[1]
