@@ -1,7 +1,10 @@
 """A small public-API harness for the layer tests (keras.src.testing is
-private): shapes to test, random inputs, outputs and gradients via TF."""
+private): shapes to test, and outputs and gradients on the active Keras
+backend (TensorFlow, JAX or PyTorch), so that the same float64 reference
+tests run on each (`tests/test_backends.py`)."""
 
-import tensorflow as tf
+import keras
+import numpy as np
 
 # (input shape, channel axis): every supported rank, both data formats. The
 # channel count (6) differs from every other dimension so that a wrong axis
@@ -25,15 +28,82 @@ def ids(shapes_and_axes):
 def outputs_and_gradients(layer, x, upstream):
     """Returns the layer's output and the gradients of
     `sum(upstream * layer(x))` w.r.t. `x` and each trainable weight (by
-    weight name)."""
+    weight name), as NumPy arrays, on the active backend."""
+    backend = keras.backend.backend()
+    gradients = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients,
+                 "torch": _torch_gradients}[backend]
+    y, grad_x, grad_weights = gradients(layer, x, upstream)
+    by_name = {"x": np.asarray(grad_x)}
+    for w, g in zip(layer.trainable_weights, grad_weights):
+        by_name[w.name] = np.asarray(g)
+    return keras.ops.convert_to_numpy(y), by_name
+
+
+def to_numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def _tensorflow_gradients(layer, x, upstream):
+    import tensorflow as tf
+
     x = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x)
         loss = tf.reduce_sum(tf.cast(y, tf.float64) * upstream)
-    weights = layer.trainable_weights
-    grads = tape.gradient(loss, [x] + [w.value for w in weights])
-    by_name = {"x": grads[0].numpy()}
-    for w, g in zip(weights, grads[1:]):
-        by_name[w.name] = g.numpy()
-    return y.numpy(), by_name
+    grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
+    return y, grads[0].numpy(), [g.numpy() for g in grads[1:]]
+
+
+def _jax_gradients(layer, x, upstream):
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [w.value for w in layer.trainable_weights]
+    non_trainable = [w.value for w in layer.non_trainable_weights]
+
+    def loss(trainable, x):
+        y, _ = layer.stateless_call(trainable, non_trainable, x)
+        return jnp.sum(y.astype(jnp.float64) * upstream), y
+
+    (_, y), (grad_w, grad_x) = jax.value_and_grad(
+        loss, argnums=(0, 1), has_aux=True)(trainable, jnp.asarray(x))
+    return y, grad_x, grad_w
+
+
+def _torch_gradients(layer, x, upstream):
+    import torch
+
+    # torch cannot read NumPy bfloat16 arrays: go through keras.
+    x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
+    y = layer(x)
+    loss = torch.sum(y.to(torch.float64) * torch.tensor(upstream))
+    weights = [w.value for w in layer.trainable_weights]
+    grads = torch.autograd.grad(loss, [x] + weights)
+    return (y.detach(), keras.ops.convert_to_numpy(grads[0]),
+            [g.detach().numpy() for g in grads[1:]])
+
+
+# Outside TensorFlow, Keras's type promotion maps float64 to float32 in many
+# ops (`BIT64_TO_BIT32_DTYPE` in keras/src/backend/common/dtypes.py, "to be
+# aligned with JAX's default"), and XLA's float64 tanh on the CPU is accurate
+# to ~1e-7: the float64 reference tests then check to float32 accuracy.
+_LOOSEST_OUTSIDE_TENSORFLOW = dict(rtol=2e-5, atol=2e-6)
+
+
+def assert_allclose(actual, desired, rtol=1e-7, atol=0.0, err_msg=""):
+    """`np.testing.assert_allclose`, to float32 accuracy at best under the
+    JAX and PyTorch backends (see above)."""
+    if keras.backend.backend() != "tensorflow":
+        rtol = max(rtol, _LOOSEST_OUTSIDE_TENSORFLOW["rtol"])
+        atol = max(atol, _LOOSEST_OUTSIDE_TENSORFLOW["atol"])
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol,
+                               err_msg=err_msg)
+
+
+def assert_array_equal(actual, desired, err_msg=""):
+    """Exact on TensorFlow; to float32 accuracy under JAX and PyTorch."""
+    if keras.backend.backend() == "tensorflow":
+        np.testing.assert_array_equal(actual, desired, err_msg=err_msg)
+    else:
+        assert_allclose(actual, desired, rtol=0.0, err_msg=err_msg)

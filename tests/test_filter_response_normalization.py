@@ -39,6 +39,7 @@ def _reference(x, axis, params):
     )
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("learned_epsilon", [False, True])
 @pytest.mark.parametrize(
     "shape,axis",
@@ -56,21 +57,22 @@ def test_forward_and_gradients_match_float64_reference(
 
     y, grads = harness.outputs_and_gradients(layer, x, upstream)
 
-    np.testing.assert_allclose(y, _reference(x, axis, params), rtol=1e-10)
+    harness.assert_allclose(y, _reference(x, axis, params), rtol=1e-10)
     expected = ref.frn_backward(
         x, axis, params["gamma"], params["beta"], 1e-4,
         params["eps_learned"], upstream,
     )
     for name in ["x", "gamma", "beta"]:
-        np.testing.assert_allclose(
+        harness.assert_allclose(
             grads[name], expected[name], rtol=1e-8, atol=1e-10, err_msg=name
         )
     if learned_epsilon:
-        np.testing.assert_allclose(
+        harness.assert_allclose(
             grads["learned_epsilon"], [expected["eps_learned"]], rtol=1e-8
         )
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize(
     "shape,axis",
     harness.SHAPES_AND_AXES,
@@ -80,12 +82,13 @@ def test_float32_forward_matches_reference(shape, axis):
     x = np.random.default_rng(2).normal(size=shape).astype("float32") * 3
     layer, params = _random_frn(shape, axis, True, dtype="float32")
     y = layer(x)
-    assert y.dtype == tf.float32
-    np.testing.assert_allclose(
-        y.numpy(), _reference(x, axis, params), rtol=1e-5, atol=1e-5
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    harness.assert_allclose(
+        harness.to_numpy(y), _reference(x, axis, params), rtol=1e-5, atol=1e-5
     )
 
 
+@pytest.mark.all_backends
 def test_statistics_are_per_sample_and_per_channel():
     # Scaling one channel of one sample leaves every other output untouched
     # and that channel's output unchanged up to the effect of eps.
@@ -93,32 +96,34 @@ def test_statistics_are_per_sample_and_per_channel():
     layer = FilterResponseNormalization(dtype="float64")
     scaled = x.copy()
     scaled[1, :, :, 2] *= 1000.0
-    y, y_scaled = layer(x).numpy(), layer(scaled).numpy()
-    np.testing.assert_allclose(y_scaled[1, :, :, 2], y[1, :, :, 2], rtol=1e-5)
+    y, y_scaled = harness.to_numpy(layer(x)), harness.to_numpy(layer(scaled))
+    harness.assert_allclose(y_scaled[1, :, :, 2], y[1, :, :, 2], rtol=1e-5)
     y[1, :, :, 2] = y_scaled[1, :, :, 2] = 0
-    np.testing.assert_array_equal(y_scaled, y)
+    harness.assert_array_equal(y_scaled, y)
 
 
+@pytest.mark.all_backends
 def test_output_of_a_sample_is_independent_of_its_batch():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(5, 6, 7, 6))
     layer, _ = _random_frn(x.shape, -1, True)
-    batch = layer(x).numpy()
+    batch = harness.to_numpy(layer(x))
     for i in range(len(x)):
-        alone = layer(x[i : i + 1]).numpy()
+        alone = harness.to_numpy(layer(x[i : i + 1]))
         # Equal up to float64 summation order (vectorized reductions).
-        np.testing.assert_allclose(batch[i : i + 1], alone, rtol=1e-12)
+        harness.assert_allclose(batch[i : i + 1], alone, rtol=1e-12)
     other = x.copy()
     other[[0, 1, 3, 4]] = rng.normal(size=(4, 6, 7, 6)) * 50
-    np.testing.assert_allclose(layer(other).numpy()[2], batch[2], rtol=1e-12)
+    harness.assert_allclose(harness.to_numpy(layer(other))[2], batch[2], rtol=1e-12)
 
 
+@pytest.mark.all_backends
 def test_training_and_inference_compute_the_same_function():
     x = np.random.default_rng(5).normal(size=(4, 8, 8, 6)).astype("float32")
     inputs = keras.Input((8, 8, 6))
     model = keras.Model(inputs, FilterResponseNormalization()(inputs))
-    np.testing.assert_array_equal(
-        model(x, training=True).numpy(), model(x, training=False).numpy()
+    harness.assert_array_equal(
+        harness.to_numpy(model(x, training=True)), harness.to_numpy(model(x, training=False))
     )
     # No state is updated by a training call (no moving averages).
     assert model.non_trainable_weights == []
@@ -165,11 +170,12 @@ def test_all_zero_input_gives_finite_output_and_gradients(
         y = layer(x)
         loss = tf.reduce_sum(tf.cast(y, tf.float32))
     grads = tape.gradient(loss, [x] + layer.trainable_weights)
-    np.testing.assert_array_equal(y.numpy(), np.ones((2, 4, 4, 3)))
+    np.testing.assert_array_equal(harness.to_numpy(y), np.ones((2, 4, 4, 3)))
     for g in grads:
         assert np.all(np.isfinite(g.numpy()))
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize(
     "policy,rtol", [("mixed_float16", 2e-3), ("mixed_bfloat16", 1.6e-2)]
 )
@@ -190,7 +196,7 @@ def test_mixed_precision_large_activations(policy, rtol):
     # output dtype's resolution.
     x64 = x.astype(np.float64)
     want = _reference(x64, -1, params)
-    np.testing.assert_allclose(
+    harness.assert_allclose(
         y.astype(np.float64), want, rtol=rtol, atol=rtol * 3
     )
     expected = ref.frn_backward(
@@ -198,7 +204,7 @@ def test_mixed_precision_large_activations(policy, rtol):
         params["eps_learned"], upstream,
     )
     scale = np.abs(expected["gamma"]).max()
-    np.testing.assert_allclose(grads["gamma"], expected["gamma"],
+    harness.assert_allclose(grads["gamma"], expected["gamma"],
                                atol=rtol * scale)
     assert np.all(np.isfinite(grads["x"].astype(np.float32)))
 
@@ -211,7 +217,7 @@ def test_mixed_precision_policy_in_a_model():
     model = keras.Model(inputs, h)
     y = model(np.full((2, 8, 8, 3), 300.0, "float32"))
     assert y.dtype == tf.float16
-    assert np.all(np.isfinite(y.numpy()))
+    assert np.all(np.isfinite(harness.to_numpy(y)))
 
 
 def test_compute_output_shape_and_symbolic_call():
@@ -222,6 +228,7 @@ def test_compute_output_shape_and_symbolic_call():
     assert layer.gamma.shape == (6,)
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("epsilon", [0, -1e-6, float("nan"), float("inf"),
                                      "1e-6", True, None])
 def test_bad_epsilon_raises(epsilon):
@@ -240,6 +247,7 @@ def test_tfa_style_axis_list_points_to_migration():
         FilterResponseNormalization(axis=[1, 2])
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("axis,shape", [(4, (2, 3, 3, 4)),
                                         (-5, (2, 3, 3, 4)),
                                         (-4, (2, 3, 3, 4)),
@@ -296,6 +304,7 @@ def test_learned_epsilon_initial_value_and_weights():
     np.testing.assert_allclose(layer.eps_learned.numpy(), [0.5])
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("center,scale", [(False, True), (True, False),
                                           (False, False)])
 def test_gradients_without_center_or_scale_match_reference(center, scale):
@@ -310,12 +319,12 @@ def test_gradients_without_center_or_scale_match_reference(center, scale):
     layer.eps_learned.assign([1e-4])  # exactly (the initializer is float32)
     y, grads = harness.outputs_and_gradients(layer, x, upstream)
     ones, zeros = np.ones(6), np.zeros(6)
-    np.testing.assert_allclose(
+    harness.assert_allclose(
         y, ref.frn_forward(x, -1, ones, zeros, 1e-4, 1e-4), rtol=1e-10)
     expected = ref.frn_backward(x, -1, ones, zeros, 1e-4, 1e-4, upstream)
-    np.testing.assert_allclose(grads["x"], expected["x"], rtol=1e-8,
+    harness.assert_allclose(grads["x"], expected["x"], rtol=1e-8,
                                atol=1e-10)
-    np.testing.assert_allclose(grads["learned_epsilon"],
+    harness.assert_allclose(grads["learned_epsilon"],
                                [expected["eps_learned"]], rtol=1e-8)
     assert ("gamma" in grads) == scale and ("beta" in grads) == center
 
@@ -363,5 +372,5 @@ def test_unknown_batch_and_spatial_sizes_at_trace_time(axis, spec):
         shape = tuple(6 if d == 6 else (2 if i == 0 else size)
                       for i, d in enumerate(spec))
         x = rng.normal(size=shape) * 0.05
-        np.testing.assert_allclose(fn(tf.constant(x)).numpy(),
+        np.testing.assert_allclose(harness.to_numpy(fn(tf.constant(x))),
                                    _reference(x, axis, params), rtol=1e-10)

@@ -34,6 +34,7 @@ def _random_pn(shape, axis, activation="relu", dtype="float64", seed=0,
     return layer, weights
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "tanh"])
 @pytest.mark.parametrize(
     "shape,axis",
@@ -47,36 +48,39 @@ def test_forward_matches_float64_reference(shape, axis, activation):
                                   **w)
     # TF's float64 erf (in gelu) is accurate to ~1e-8, not to 1e-15.
     tol = 1e-7 if activation == "gelu" else 1e-10
-    np.testing.assert_allclose(layer(x).numpy(), want, rtol=tol, atol=tol)
+    harness.assert_allclose(harness.to_numpy(layer(x)), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.all_backends
 def test_default_proxy_moments_match_the_authors_implementation():
     # anchors.md: the official 200-point proxy gives 0.39845 / 0.33803 for
     # relu at gamma=1, beta=0 (the exact values are 0.39894 / 0.34085).
     layer = ProxyNormalization()
     layer.build((None, 3))
-    mean, var = (t.numpy() for t in layer.proxy_moments())
-    np.testing.assert_allclose(mean, 0.39845, atol=1e-5)
-    np.testing.assert_allclose(var, 0.33803, atol=1e-5)
+    mean, var = (harness.to_numpy(t) for t in layer.proxy_moments())
+    harness.assert_allclose(mean, 0.39845, atol=1e-5)
+    harness.assert_allclose(var, 0.33803, atol=1e-5)
 
 
+@pytest.mark.all_backends
 # The midpoint grid cuts off the tails: its error shrinks about as 1/n.
 @pytest.mark.parametrize("n, mean_tol, var_rtol", [
     (200, 1e-3, 2e-2), (2000, 1e-4, 2e-3)])
 def test_relu_proxy_moments_converge_to_the_closed_form(n, mean_tol, var_rtol):
     layer, w = _random_pn((2, 5), -1, num_quantiles=n, seed=2)
-    mean, var = (t.numpy() for t in layer.proxy_moments("float64"))
+    mean, var = (harness.to_numpy(t) for t in layer.proxy_moments("float64"))
     mu = w["gamma"] * w["proxy_shift"] + w["beta"]
     sigma = np.abs(w["gamma"] * (1 + w["proxy_scale"]))
     exact_mean, exact_var = ref.relu_normal_moments(mu, sigma)
-    np.testing.assert_allclose(mean, exact_mean, atol=mean_tol)
-    np.testing.assert_allclose(var, exact_var, rtol=var_rtol)
+    harness.assert_allclose(mean, exact_mean, atol=mean_tol)
+    harness.assert_allclose(var, exact_var, rtol=var_rtol)
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("activation", ["gelu", "silu", "tanh"])
 def test_proxy_moments_match_monte_carlo(activation):
     layer, w = _random_pn((2, 4), -1, activation, seed=3)
-    mean, var = (t.numpy() for t in layer.proxy_moments("float64"))
+    mean, var = (harness.to_numpy(t) for t in layer.proxy_moments("float64"))
     samples = np.random.default_rng(4).normal(size=(400_000, 1))
     z = ref.ACTIVATIONS[activation](
         w["gamma"] * ((1 + w["proxy_scale"]) * samples + w["proxy_shift"])
@@ -100,6 +104,7 @@ def _numerical_grad(f, value, h=1e-6):
     return grad
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("activation", ["silu", "tanh", "gelu"])
 @pytest.mark.parametrize("shape,axis", [((3, 4), -1), ((2, 4, 3, 2), 1)])
 def test_gradients_match_finite_differences_of_the_reference(
@@ -116,18 +121,19 @@ def test_gradients_match_finite_differences_of_the_reference(
         return np.sum(upstream * ref.proxy_norm_forward(
             args.pop("x"), axis, activation, epsilon=0.03, n=50, **args))
 
-    np.testing.assert_allclose(
+    harness.assert_allclose(
         grads["x"], _numerical_grad(lambda v: loss(x=v), x),
         rtol=1e-6, atol=1e-7)
     for name in w:
         # The proxy moments make every weight's gradient nonzero.
         assert np.all(np.abs(grads[name]) > 0), name
-        np.testing.assert_allclose(
+        harness.assert_allclose(
             grads[name],
             _numerical_grad(lambda v: loss(**{name: v}), w[name]),
             rtol=1e-6, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.all_backends
 def test_output_is_normalized_for_normal_input():
     # The point of the method: for N(0, 1) input in a channel, the output
     # has about zero mean and unit variance, whatever gamma and beta.
@@ -135,38 +141,41 @@ def test_output_is_normalized_for_normal_input():
                           num_quantiles=2000, proxy_affine=False,
                           epsilon=1e-6)
     x = np.random.default_rng(7).normal(size=(1, 200_000, 3))
-    y = layer(x).numpy()
-    np.testing.assert_allclose(y.mean(axis=(0, 1)), 0.0, atol=0.01)
-    np.testing.assert_allclose(y.var(axis=(0, 1)), 1.0, atol=0.02)
+    y = harness.to_numpy(layer(x))
+    harness.assert_allclose(y.mean(axis=(0, 1)), 0.0, atol=0.01)
+    harness.assert_allclose(y.var(axis=(0, 1)), 1.0, atol=0.02)
 
 
 def test_batch_independence_and_training_equals_inference():
     x = np.random.default_rng(8).normal(size=(4, 5, 5, 6)).astype("float32")
     layer, _ = _random_pn(x.shape, -1, "relu", dtype="float32")
-    full = layer(x, training=True).numpy()
-    np.testing.assert_array_equal(layer(x, training=False).numpy(), full)
+    full = harness.to_numpy(layer(x, training=True))
+    np.testing.assert_array_equal(harness.to_numpy(layer(x, training=False)), full)
     for i in range(len(x)):
-        np.testing.assert_allclose(layer(x[i:i + 1]).numpy(), full[i:i + 1],
+        np.testing.assert_allclose(harness.to_numpy(layer(x[i:i + 1])), full[i:i + 1],
                                    rtol=1e-6, atol=1e-6)
     compiled = tf.function(layer, jit_compile=True)(tf.constant(x)).numpy()
     np.testing.assert_allclose(compiled, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_float32_moments(policy):
     compute = policy.split("_")[1]
     x = np.random.default_rng(9).normal(size=(2, 4, 4, 6)) * 3
     layer, w = _random_pn(x.shape, -1, "gelu", dtype=policy)
     y = layer(x.astype(compute))
-    assert y.dtype == compute and layer.gamma.dtype == "float32"
+    assert keras.backend.standardize_dtype(y.dtype) == compute
+    assert layer.gamma.dtype == "float32"
     w32 = {k: v.astype(np.float32).astype(np.float64) for k, v in w.items()}
     want = ref.proxy_norm_forward(x.astype(compute).astype(np.float64), -1,
                                   "gelu", epsilon=0.03, n=200, **w32)
     tol = 2e-3 if compute == "float16" else 2e-2
-    np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=tol,
+    harness.assert_allclose(harness.to_numpy(y).astype(np.float64), want, rtol=tol,
                                atol=tol)
 
 
+@pytest.mark.all_backends
 def test_without_affine_weights():
     layer = ProxyNormalization(center=False, scale=False, proxy_affine=False)
     layer.build((None, 4))
@@ -174,11 +183,12 @@ def test_without_affine_weights():
     x = np.random.default_rng(10).normal(size=(3, 4))
     r = ref.midpoint_normal_quantiles(200)
     m, v = np.maximum(r, 0).mean(), np.maximum(r, 0).var()
-    np.testing.assert_allclose(layer(x.astype("float32")).numpy(),
+    harness.assert_allclose(harness.to_numpy(layer(x.astype("float32"))),
                                (np.maximum(x, 0) - m) / np.sqrt(v + 0.03),
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.all_backends
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epsilon=0.0), r"Received: epsilon=0.0"),
     (dict(epsilon=float("nan")), r"Received: epsilon=nan"),

@@ -4,7 +4,6 @@ import math
 import numbers
 
 import keras
-from keras import backend
 from keras import constraints
 from keras import initializers
 from keras import ops
@@ -15,6 +14,7 @@ from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._frn_math import filter_response_normalize
 
 
@@ -198,7 +198,7 @@ class FilterResponseNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         # float16 would overflow in x ** 2 for |x| > 256: compute in float32.
-        dtype = backend.result_type(inputs.dtype, "float32")
+        dtype = statistics_dtype(inputs.dtype)
         x = ops.cast(inputs, dtype)
         if self._folded_shape is not None:
             x = ops.reshape(x, (ops.shape(inputs)[0], *self._folded_shape))

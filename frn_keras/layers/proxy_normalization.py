@@ -5,7 +5,6 @@ import statistics
 import keras
 import numpy as np
 from keras import activations
-from keras import backend
 from keras import constraints
 from keras import initializers
 from keras import ops
@@ -16,6 +15,7 @@ from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._dtypes import statistics_dtype
 
 # Activations that mix positions or channels: the proxy is per channel, so
 # only elementwise activations are meaningful.
@@ -189,7 +189,7 @@ class ProxyNormalization(keras.layers.Layer):
             )
 
     def call(self, inputs):
-        dtype = backend.result_type(inputs.dtype, "float32")
+        dtype = statistics_dtype(inputs.dtype)
         mean, variance = self.proxy_moments(dtype)
         x = self._affine(ops.cast(inputs, dtype), self._broadcast_shape, dtype)
         mean = ops.reshape(mean, self._broadcast_shape)
@@ -209,8 +209,11 @@ class ProxyNormalization(keras.layers.Layer):
             proxy = scale * proxy + ops.cast(self.proxy_shift, dtype)
         proxy = self.activation(
             self._affine(proxy, (1, self._channels), dtype))
-        mean = ops.mean(proxy, axis=0)
-        variance = ops.mean(ops.square(proxy - mean), axis=0)
+        # sum / n, not ops.mean: under JAX and PyTorch ops.mean reduces
+        # float64 in float32.
+        n = float(self.num_quantiles)
+        mean = ops.sum(proxy, axis=0) / n
+        variance = ops.sum(ops.square(proxy - mean), axis=0) / n
         # Without per-channel weights every channel has the same moments.
         shape = (self._channels,)
         return ops.broadcast_to(mean, shape), ops.broadcast_to(variance, shape)
