@@ -55,3 +55,23 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     assert "folded BN model: 0 BatchNormalization layers left" in stdout
     assert {r["variant"] for r in rows} == {"frn", "bn", "bn_folded"}
     assert all(_positive(r, "median_ms", "vs_bn_folded") for r in rows)
+
+
+def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
+    rows, stdout = _run("batch_size_study.py",
+                        ["--quick", "--steps", "10", "--seeds", "2"], tmp_path)
+    # 3 norms x 2 batch sizes x 2 seeds, each a real held-out accuracy.
+    assert len(rows) == 12
+    assert {r["norm"] for r in rows} == {"bn", "gn", "frn"}
+    assert {int(r["batch_size"]) for r in rows} == {2, 32}
+    assert {r["split"] for r in rows} == {"test"}
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    table = (tmp_path / "result.md").read_text()
+    for norm in ["bn", "gn", "frn"]:
+        assert f"| {norm} | 0.1 |" in table
+    assert table.count("±") == 6
+    assert (tmp_path / "result.png").stat().st_size > 0
+    # A rerun finds every row done and trains nothing.
+    _, again = _run("batch_size_study.py",
+                    ["--quick", "--steps", "10", "--seeds", "2"], tmp_path)
+    assert "[1/6]" not in again and "seed 0 lr" not in again
