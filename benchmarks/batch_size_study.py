@@ -22,7 +22,7 @@ dense) on real images for every (norm, batch size, seed):
   Normalization: opt-in, patented, see the README) and, for the activation
   ablation after FRN, frn_prelu and frn_atlu (Affine-TLU).
 
-    python benchmarks/batch_size_study.py          # CIFAR-10 subset (~45 min, 2 cores)
+    python benchmarks/batch_size_study.py          # CIFAR-10 subset (33 min, 2 cores)
     python benchmarks/batch_size_study.py --quick  # digits, a smoke run
 
 Rows are appended to `<out>.csv` as runs finish (a rerun skips those done);
@@ -32,6 +32,7 @@ at the end `<out>.md` (mean +- std table) and `<out>.png` /
 
 import argparse
 import csv
+import gc
 import math
 import os
 import statistics
@@ -164,8 +165,11 @@ def train_and_evaluate(data, norm, batch_size, base_lr, steps, seed, split,
               verbose=0)
     x_eval, y_eval = data[split]
     _, accuracy = model.evaluate(x_eval, y_eval, batch_size=500, verbose=0)
-    if not math.isfinite(accuracy):
-        accuracy = float("nan")
+    # Free the model and its compiled XLA code: after ~200 runs in one
+    # process, LLVM otherwise fails to allocate memory for new code.
+    del model, optimizer, train
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()
     return accuracy
 
 
