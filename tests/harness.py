@@ -39,6 +39,18 @@ def outputs_and_gradients(layer, x, upstream):
     return keras.ops.convert_to_numpy(y), by_name
 
 
+def numerical_gradient(f, value, h=1e-6):
+    """Central finite differences of the scalar `f` at `value` (float64)."""
+    value = np.array(value, np.float64)
+    grad = np.zeros_like(value)
+    for i in np.ndindex(value.shape):
+        plus, minus = value.copy(), value.copy()
+        plus[i] += h
+        minus[i] -= h
+        grad[i] = (f(plus) - f(minus)) / (2 * h)
+    return grad
+
+
 def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 

@@ -4,18 +4,8 @@ so that the layer tests compare against a reference that is itself right."""
 import numpy as np
 import pytest
 
+from tests import harness
 from tests import numpy_reference as ref
-
-
-def _numerical_grad(f, value, h=1e-6):
-    value = np.array(value, np.float64)
-    grad = np.zeros_like(value)
-    for i in np.ndindex(value.shape):
-        plus, minus = value.copy(), value.copy()
-        plus[i] += h
-        minus[i] -= h
-        grad[i] = (f(plus) - f(minus)) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize(
@@ -40,9 +30,9 @@ def test_frn_backward_matches_finite_differences(shape, axis):
         return np.sum(w * out)
 
     for name, value in [("x", x), ("gamma", gamma), ("beta", beta)]:
-        numerical = _numerical_grad(lambda v: loss(**{name: v}), value)
+        numerical = harness.numerical_gradient(lambda v: loss(**{name: v}), value)
         np.testing.assert_allclose(grads[name], numerical, rtol=1e-5, atol=1e-7)
-    numerical = _numerical_grad(lambda v: loss(eps_learned=float(v)), eps_l)
+    numerical = harness.numerical_gradient(lambda v: loss(eps_learned=float(v)), eps_l)
     np.testing.assert_allclose(grads["eps_learned"], numerical, rtol=1e-5)
 
 
@@ -60,14 +50,14 @@ def test_tlu_backward_matches_finite_differences(affine):
         return np.sum(w * ref.tlu_forward(x, axis, tau, alpha))
 
     np.testing.assert_allclose(
-        grads["x"], _numerical_grad(lambda v: loss(x=v), x), atol=1e-6
+        grads["x"], harness.numerical_gradient(lambda v: loss(x=v), x), atol=1e-6
     )
     np.testing.assert_allclose(
-        grads["tau"], _numerical_grad(lambda v: loss(tau=v), tau), atol=1e-6
+        grads["tau"], harness.numerical_gradient(lambda v: loss(tau=v), tau), atol=1e-6
     )
     if affine:
         np.testing.assert_allclose(
             grads["alpha"],
-            _numerical_grad(lambda v: loss(alpha=v), alpha),
+            harness.numerical_gradient(lambda v: loss(alpha=v), alpha),
             atol=1e-6,
         )

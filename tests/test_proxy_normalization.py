@@ -94,16 +94,6 @@ def test_proxy_moments_match_monte_carlo(activation):
                                  5 * stderr_var + 5e-3)
 
 
-def _numerical_grad(f, value, h=1e-6):
-    grad = np.zeros_like(value)
-    for i in np.ndindex(value.shape):
-        plus, minus = value.copy(), value.copy()
-        plus[i] += h
-        minus[i] -= h
-        grad[i] = (f(plus) - f(minus)) / (2 * h)
-    return grad
-
-
 @pytest.mark.all_backends
 @pytest.mark.parametrize("activation", ["silu", "tanh", "gelu"])
 @pytest.mark.parametrize("shape,axis", [((3, 4), -1), ((2, 4, 3, 2), 1)])
@@ -122,14 +112,14 @@ def test_gradients_match_finite_differences_of_the_reference(
             args.pop("x"), axis, activation, epsilon=0.03, n=50, **args))
 
     harness.assert_allclose(
-        grads["x"], _numerical_grad(lambda v: loss(x=v), x),
+        grads["x"], harness.numerical_gradient(lambda v: loss(x=v), x),
         rtol=1e-6, atol=1e-7)
     for name in w:
         # The proxy moments make every weight's gradient nonzero.
         assert np.all(np.abs(grads[name]) > 0), name
         harness.assert_allclose(
             grads[name],
-            _numerical_grad(lambda v: loss(**{name: v}), w[name]),
+            harness.numerical_gradient(lambda v: loss(**{name: v}), w[name]),
             rtol=1e-6, atol=1e-7, err_msg=name)
 
 

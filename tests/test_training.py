@@ -18,14 +18,26 @@ from tests.example_modules import load_example
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_sequential_model_loss_goes_down_with_xla():
+def _fit_sign_task_with_xla(make_layers):
+    """Trains `Sequential(make_layers())` (seeded first) with XLA, 8 epochs, on 256
+    random 8x8x2 images labelled by the sign of the mean of their first
+    channel. Returns the model and the per-epoch losses."""
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 8, 8, 2)).astype("float32")
-    # Label: the sign of the mean of the first channel.
+    x = np.random.default_rng(0).normal(size=(256, 8, 8, 2)).astype("f4")
     y = (np.mean(x[..., 0], axis=(1, 2)) > 0).astype("int32")
-    model = keras.Sequential([
-        keras.Input((8, 8, 2)),
+    model = keras.Sequential([keras.Input((8, 8, 2)), *make_layers()])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    assert model.jit_compile is True  # Keras kept XLA on for this model
+    return model, history.history["loss"]
+
+
+def test_sequential_model_loss_goes_down_with_xla():
+    _, losses = _fit_sign_task_with_xla(lambda: [
         keras.layers.Conv2D(8, 3, padding="same"),
         FilterResponseNormalization(),
         TLU(),
@@ -35,43 +47,21 @@ def test_sequential_model_loss_goes_down_with_xla():
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(2),
     ])
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
-    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
-    assert model.jit_compile is True  # Keras kept XLA on for this model
-    losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
 
 
 def test_proxy_normalized_model_loss_goes_down_with_xla():
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 8, 8, 2)).astype("float32")
-    y = (np.mean(x[..., 0], axis=(1, 2)) > 0).astype("int32")
-    model = keras.Sequential([
-        keras.Input((8, 8, 2)),
+    model, losses = _fit_sign_task_with_xla(lambda: [
         keras.layers.Conv2D(8, 3, padding="same"),
         keras.layers.GroupNormalization(2, center=False, scale=False),
         ProxyNormalization(activation="gelu"),
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(2),
     ])
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
     pn = model.layers[2]
-    before = pn.proxy_shift.numpy().copy()
-    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
-    assert model.jit_compile is True
-    losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
-    # The proxy weights are trained through the proxy moments.
-    assert not np.allclose(pn.proxy_shift.numpy(), before)
+    # The proxy weights are trained through the proxy moments (from 0).
+    assert np.any(pn.proxy_shift.numpy() != 0)
 
 
 def test_digits_convnet_learns_with_xla():
