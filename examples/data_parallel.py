@@ -114,6 +114,8 @@ class DataParallelTrainer:
         self._losses_and_grads = tf.function(
             self._pure_losses_and_grads, jit_compile=jit_compile)
         self._train_step = tf.function(self._distributed_train_step)
+        self._predict = tf.function(
+            lambda x: tf.argmax(self.model(x, training=False), -1))
 
     def _pure_losses_and_grads(self, trainable, non_trainable, x, y,
                                loss_scale):
@@ -174,14 +176,12 @@ class DataParallelTrainer:
     def evaluate(self, dataset, steps=None):
         """Top-1 accuracy of the model (inference mode) on `dataset`, batches
         of `(x, y)`, on this process (every worker evaluates all of it)."""
-        predict = tf.function(
-            lambda x: tf.argmax(self.model(x, training=False), -1))
         correct = total = 0
         for step, (x, y) in enumerate(dataset):
             if steps is not None and step >= steps:
                 break
             correct += int(tf.reduce_sum(tf.cast(
-                tf.equal(predict(x), tf.cast(y, tf.int64)), tf.int32)))
+                tf.equal(self._predict(x), tf.cast(y, tf.int64)), tf.int32)))
             total += int(tf.shape(y)[0])
         return correct / max(total, 1)
 
