@@ -7,8 +7,10 @@ import keras
 from keras import constraints
 from keras import initializers
 from keras import ops
-from keras import regularizers
 
+from frn_keras.layers._affine import add_affine_weights
+from frn_keras.layers._affine import affine_config
+from frn_keras.layers._affine import set_affine_arguments
 from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
@@ -125,8 +127,6 @@ class FilterResponseNormalization(keras.layers.Layer):
         axis = check_axis_argument(axis)
         epsilon = check_positive_float("epsilon", epsilon)
         check_bool("learned_epsilon", learned_epsilon)
-        check_bool("center", center)
-        check_bool("scale", scale)
         super().__init__(**kwargs)
         # Statistics are computed in float32 (or wider) whatever the policy.
         self.autocast = False
@@ -139,14 +139,10 @@ class FilterResponseNormalization(keras.layers.Layer):
         self.learned_epsilon_constraint = constraints.get(
             learned_epsilon_constraint
         )
-        self.center = center
-        self.scale = scale
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
+        set_affine_arguments(
+            self, center, scale, beta_initializer, gamma_initializer,
+            beta_regularizer, gamma_regularizer, beta_constraint,
+            gamma_constraint)
 
     def build(self, input_shape):
         axis, channels = resolve_channel_axis(
@@ -169,24 +165,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         )
         self._broadcast_shape = broadcast_shape(rank, axis, channels)
 
-        self.gamma = None
-        if self.scale:
-            self.gamma = self.add_weight(
-                shape=(channels,),
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-            )
-        self.beta = None
-        if self.center:
-            self.beta = self.add_weight(
-                shape=(channels,),
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-            )
+        add_affine_weights(self, channels)
         self.eps_learned = None
         if self.learned_epsilon:
             self.eps_learned = self.add_weight(
@@ -235,14 +214,7 @@ class FilterResponseNormalization(keras.layers.Layer):
             "learned_epsilon_constraint": constraints.serialize(
                 self.learned_epsilon_constraint
             ),
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            **affine_config(self),
         }
         base_config = super().get_config()
         return {**base_config, **config}

@@ -5,11 +5,11 @@ import statistics
 import keras
 import numpy as np
 from keras import activations
-from keras import constraints
-from keras import initializers
 from keras import ops
-from keras import regularizers
 
+from frn_keras.layers._affine import add_affine_weights
+from frn_keras.layers._affine import affine_config
+from frn_keras.layers._affine import set_affine_arguments
 from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
@@ -130,8 +130,6 @@ class ProxyNormalization(keras.layers.Layer):
                 f"Received: num_quantiles={num_quantiles!r}"
             )
         check_bool("proxy_affine", proxy_affine)
-        check_bool("center", center)
-        check_bool("scale", scale)
         activation_fn = _elementwise_activation(activation)
         super().__init__(**kwargs)
         # The proxy moments are computed in float32 (or wider).
@@ -142,14 +140,10 @@ class ProxyNormalization(keras.layers.Layer):
         self.epsilon = epsilon
         self.num_quantiles = num_quantiles
         self.proxy_affine = proxy_affine
-        self.center = center
-        self.scale = scale
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
+        set_affine_arguments(
+            self, center, scale, beta_initializer, gamma_initializer,
+            beta_regularizer, gamma_regularizer, beta_constraint,
+            gamma_constraint)
         self._quantiles = normal_quantiles(num_quantiles)
 
     def build(self, input_shape):
@@ -162,24 +156,8 @@ class ProxyNormalization(keras.layers.Layer):
         )
         self._channels = channels
         self._broadcast_shape = broadcast_shape(rank, axis, channels)
-        self.gamma = self.beta = None
+        add_affine_weights(self, channels)
         self.proxy_scale = self.proxy_shift = None
-        if self.scale:
-            self.gamma = self.add_weight(
-                shape=(channels,),
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-            )
-        if self.center:
-            self.beta = self.add_weight(
-                shape=(channels,),
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-            )
         if self.proxy_affine:
             self.proxy_scale = self.add_weight(
                 shape=(channels,), name="proxy_scale", initializer="zeros"
@@ -236,14 +214,7 @@ class ProxyNormalization(keras.layers.Layer):
             "epsilon": self.epsilon,
             "num_quantiles": self.num_quantiles,
             "proxy_affine": self.proxy_affine,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            **affine_config(self),
         }
         base_config = super().get_config()
         return {**base_config, **config}
