@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import frn_keras  # noqa: E402
+from frn_keras.models import NO_WEIGHT_DECAY  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
 from frn_keras.models import register_norm_act  # noqa: E402
 
@@ -58,8 +59,6 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog",
 NORMS = ["bn", "gn", "ln", "frn", "frn_relu", "gn_pn", "ln_pn"]
 ACTIVATION_ABLATION = {"frn_relu": "ReLU", "frn_prelu": "PReLU",
                        "frn": "TLU", "frn_atlu": "Affine-TLU"}
-NO_DECAY = ["gamma", "beta", "tau", "alpha", "learned_epsilon", "proxy_scale",
-            "proxy_shift", "bias"]
 FIELDS = ["norm", "batch_size", "seed", "base_lr", "steps", "warmup",
           "split", "accuracy", "seconds"]
 
@@ -151,7 +150,7 @@ def train_and_evaluate(data, norm, batch_size, base_lr, steps, seed, split,
         warmup_target=peak if warmup else None, warmup_steps=warmup)
     optimizer = keras.optimizers.SGD(schedule, momentum=0.9,
                                      weight_decay=5e-4)
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

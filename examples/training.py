@@ -17,11 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_parallel  # noqa: E402
 import frn_keras  # noqa: E402,F401  (registers the layers)
 from frn_keras.export import export_for_serving  # noqa: E402
+from frn_keras.models import NO_WEIGHT_DECAY  # noqa: E402
 from frn_keras.models import available_norms  # noqa: E402
-
-# Weights that decoupled weight decay leaves alone (norm affine, biases).
-NO_DECAY = ["gamma", "beta", "tau", "alpha", "learned_epsilon", "proxy_scale",
-            "proxy_shift", "bias"]
 
 
 def common_parser(description, batch_size, epochs, warmup_epochs,
@@ -115,7 +112,7 @@ def make_optimizer(args, steps_per_epoch, peak_learning_rate):
                       args.warmup_epochs * steps_per_epoch),
         momentum=0.9, nesterov=True, weight_decay=args.weight_decay,
     )
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
 
 

@@ -1,5 +1,6 @@
 """Model zoo: ResNets whose normalization is chosen by name."""
 
+from frn_keras.models.norms import NO_WEIGHT_DECAY
 from frn_keras.models.norms import CappedGroupNormalization
 from frn_keras.models.norms import NormAct
 from frn_keras.models.norms import available_norms
@@ -9,6 +10,7 @@ from frn_keras.models.resnet_cifar import resnet_cifar
 from frn_keras.models.resnet_v2 import resnet_v2_50
 
 __all__ = [
+    "NO_WEIGHT_DECAY",
     "CappedGroupNormalization",
     "NormAct",
     "available_norms",

@@ -41,6 +41,13 @@ from frn_keras.layers import FilterResponseNormalization
 from frn_keras.layers import ProxyNormalization
 
 
+# Weight names that decoupled weight decay should leave alone when training
+# these models: the normalizations' and activations' own parameters (of
+# every registered norm) and biases. For `optimizer.exclude_from_weight_decay`.
+NO_WEIGHT_DECAY = ("gamma", "beta", "tau", "alpha", "learned_epsilon",
+                   "proxy_scale", "proxy_shift", "bias")
+
+
 @dataclasses.dataclass(frozen=True)
 class NormAct:
     """Factories of a normalization layer and the activation paired with it.
