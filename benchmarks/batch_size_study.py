@@ -107,13 +107,12 @@ def load_cifar_subset(tar_path, train_per_class, val_per_class,
 
 
 def load_digits_splits():
-    """scikit-learn's digits as uint8 RGB 8x8 images, 60/20/20 split."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's digits as uint8 RGB 8x8 images (as the main job
+    reads them), 60/20/20 split."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    from train_digits import load_digits_images
 
-    digits = load_digits()
-    x = np.round(digits.images * (255.0 / 16.0)).astype("uint8")
-    x = np.repeat(x[..., None], 3, axis=-1)
-    y = digits.target.astype("int32")
+    x, y = load_digits_images()
     order = np.random.default_rng(0).permutation(len(x))
     x, y = x[order], y[order]
     a, b = int(0.6 * len(x)), int(0.8 * len(x))

@@ -25,17 +25,24 @@ from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.export import write_models_config  # noqa: E402
 
 
-def load_digits_split(test_fraction=0.2, seed=0):
-    """Returns `(x_train, y_train), (x_test, y_test)`: raw-pixel uint8 RGB
-    images of shape `(n, 8, 8, 3)` (the 0..16 grey levels scaled to 0..255,
-    as a client would send them) and integer labels, split per class."""
+def load_digits_images():
+    """Returns `(x, y)`: all 1,797 digits as raw-pixel uint8 RGB images of
+    shape `(n, 8, 8, 3)` (the 0..16 grey levels scaled to 0..255, as a client
+    would send them) and int32 labels."""
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     grey = np.round(digits.images * (255.0 / 16.0)).astype("uint8")
-    x = np.repeat(grey[..., None], 3, axis=-1)
-    y = digits.target.astype("int32")
+    return np.repeat(grey[..., None], 3, axis=-1), digits.target.astype(
+        "int32")
+
+
+def load_digits_split(test_fraction=0.2, seed=0):
+    """Returns `(x_train, y_train), (x_test, y_test)` of
+    `load_digits_images()`, split per class."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits_images()
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )
