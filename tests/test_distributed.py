@@ -9,15 +9,15 @@ TF_CONFIG must be set before TensorFlow starts.
 """
 
 import functools
-import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from tests.loopback_cluster import worker_tf_configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MIRRORED = ["--distribute", "mirrored", "--logical-cpus", "2"]
@@ -74,20 +74,12 @@ def test_mirrored_strategy_with_xla(norm, single_replica, tmp_path):
         assert difference > 1e-3
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("norm", ["frn", "bn"])
 def test_multi_worker_strategy_with_two_processes(norm, single_replica,
                                                   tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     workers = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({
-            "cluster": cluster, "task": {"type": "worker", "index": index}}))
+    for index, tf_config in enumerate(worker_tf_configs(2)):
+        env = dict(os.environ, TF_CONFIG=tf_config)
         workers.append(_start(tmp_path / f"worker{index}.npz", norm,
                               "--jit-compile", "--distribute", "multi_worker",
                               env=env))

@@ -2,16 +2,16 @@
 tensorflow-datasets code paths: mock data, and the real images in
 ../shared/data (CIFAR-10 JPEG copy, tiny ImageNet in the manual layout)."""
 
-import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tarfile
 
 import pytest
 import tensorflow as tf
+
+from tests.loopback_cluster import worker_tf_configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -155,18 +155,10 @@ def test_cifar_mirrored_strategy_with_xla_resumes_and_exports(tmp_path):
 
 
 def test_cifar_multi_worker_two_processes(tmp_path):
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = []
-    for index in range(2):
+    for tf_config in worker_tf_configs(2):
         env = dict(os.environ, KERAS_BACKEND="tensorflow",
-                   TFDS_DATA_DIR=str(tmp_path / "tfds"),
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {
-                       "type": "worker", "index": index}}))
+                   TFDS_DATA_DIR=str(tmp_path / "tfds"), TF_CONFIG=tf_config)
         workers.append(subprocess.Popen(
             [sys.executable, str(ROOT / "examples" / "train_cifar.py"),
              "--mock-data", "--batch-size", "8", "--depth", "8", *SMOKE,
