@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from frn_keras.models import resnet_cifar  # noqa: E402
+from frn_keras.models.resnet_cifar import cifar_blocks_per_stage  # noqa: E402
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 TRAIN_SIZE = 50_000
@@ -87,7 +88,9 @@ def main(argv=None):
                         "images (read by tfds ImageFolder)")
     args = parser.parse_args(argv)
     training.check_common_args(parser, args)
-    if args.depth < 8 or (args.depth - 2) % 6:
+    try:
+        cifar_blocks_per_stage(args.depth)
+    except ValueError:
         parser.error(f"--depth must be 6n + 2 (20, 32, 56, ...), got {args.depth}")
 
     strategy = training.configure_runtime(args)

@@ -50,16 +50,9 @@ def resnet_cifar(
     - [He et al., 2016](https://arxiv.org/abs/1512.03385), "Deep Residual
       Learning for Image Recognition", section 4.2.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or (
-        depth < 8 or (depth - 2) % 6
-    ):
-        raise ValueError(
-            "Argument `depth` must be 6n + 2 with n >= 1 (20, 32, 44, 56, "
-            f"110). Received: depth={depth!r}"
-        )
+    blocks_per_stage = cifar_blocks_per_stage(depth)
     axis = check_data_format(data_format)
     layers = norm_act(norm)
-    blocks_per_stage = (depth - 2) // 6
 
     inputs = keras.Input(input_shape, name="images")
     x = preprocessed_images(inputs, CIFAR_MEAN, CIFAR_STD, data_format)
@@ -73,6 +66,22 @@ def resnet_cifar(
                              f"stage{stage + 1}_block{block + 1}")
     outputs = classifier(x, num_classes, data_format)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}_{norm}")
+
+
+def cifar_blocks_per_stage(depth):
+    """Returns `n` for a CIFAR ResNet of `depth = 6n + 2` (n >= 1).
+
+    Raises:
+        ValueError: if `depth` is not such an integer.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or (
+        depth < 8 or (depth - 2) % 6
+    ):
+        raise ValueError(
+            "Argument `depth` must be 6n + 2 with n >= 1 (20, 32, 44, 56, "
+            f"110). Received: depth={depth!r}"
+        )
+    return (depth - 2) // 6
 
 
 def _basic_block(x, filters, strides, layers, axis, data_format, name):
