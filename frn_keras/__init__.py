@@ -1,7 +1,7 @@
 """frn_keras: batch-independent normalization layers for Keras 3.
 
 `FilterResponseNormalization` and `TLU` (Singh & Krishnan, 2020) as Keras 3
-layers, registered for serialization under the package name `frn_keras`,
+layers (and `FilterResponseNormalizationTLU`, the two fused), registered for serialization under the package name `frn_keras`,
 and `ProxyNormalization` (Labatie et al., 2021; patented, opt-in only).
 """
 
@@ -13,11 +13,13 @@ from frn_keras import models
 from frn_keras.conversion import convert_to_frn
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
+from frn_keras.layers import FilterResponseNormalizationTLU
 from frn_keras.layers import ProxyNormalization
 
 __all__ = [
     "convert_to_frn",
     "FilterResponseNormalization",
+    "FilterResponseNormalizationTLU",
     "ProxyNormalization",
     "TLU",
     "layers",

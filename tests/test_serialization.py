@@ -14,6 +14,7 @@ import keras
 import frn_keras
 from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
+from frn_keras import FilterResponseNormalizationTLU
 from frn_keras.layers import ProxyNormalization
 
 LAYERS = [
@@ -28,6 +29,11 @@ LAYERS = [
     TLU(),
     TLU(axis=1, affine=True, tau_initializer="ones", alpha_regularizer="l1",
         tau_constraint="non_neg"),
+    FilterResponseNormalizationTLU(),
+    FilterResponseNormalizationTLU(
+        axis=1, epsilon=1e-3, learned_epsilon=True, scale=False,
+        tau_initializer="ones", tau_regularizer="l1", tau_constraint="non_neg",
+    ),
     ProxyNormalization(),
     ProxyNormalization(axis=1, activation="gelu", epsilon=0.1,
                        num_quantiles=50, proxy_affine=False, center=False,
@@ -91,7 +97,15 @@ def test_config_holds_every_constructor_argument():
     assert tlu["tau_constraint"]["class_name"] == "NonNeg"
     for key in ["tau_regularizer", "alpha_initializer", "alpha_constraint"]:
         assert key in tlu
-    pn = LAYERS[5].get_config()
+    fused = LAYERS[5].get_config()
+    assert {k: fused[k] for k in [
+        "axis", "epsilon", "learned_epsilon", "center", "scale"]} == {
+        "axis": 1, "epsilon": 1e-3, "learned_epsilon": True,
+        "center": True, "scale": False}
+    assert fused["tau_initializer"]["class_name"] == "Ones"
+    assert fused["tau_regularizer"]["class_name"] == "L1"
+    assert fused["tau_constraint"]["class_name"] == "NonNeg"
+    pn = LAYERS[7].get_config()
     assert {k: pn[k] for k in [
         "axis", "activation", "epsilon", "num_quantiles", "proxy_affine",
         "center", "scale"]} == {
@@ -107,6 +121,8 @@ def test_registered_names_and_generic_deserialization():
         == "frn_keras>FilterResponseNormalization"
     )
     assert keras.saving.get_registered_name(TLU) == "frn_keras>TLU"
+    assert (keras.saving.get_registered_name(FilterResponseNormalizationTLU)
+            == "frn_keras>FilterResponseNormalizationTLU")
     assert (keras.saving.get_registered_name(ProxyNormalization)
             == "frn_keras>ProxyNormalization")
     for layer in LAYERS:
@@ -127,6 +143,7 @@ def _functional_model():
     h = keras.layers.Dense(4)(h)
     h = FilterResponseNormalization(learned_epsilon=True)(h)
     h = TLU()(h)
+    h = FilterResponseNormalizationTLU(learned_epsilon=True)(h)
     h = keras.layers.LayerNormalization(center=False, scale=False)(h)
     outputs = ProxyNormalization(activation="silu")(h)
     return keras.Model(inputs, outputs)
@@ -152,6 +169,7 @@ def test_keras_file_loads_in_fresh_process_with_plain_import(tmp_path):
         model = keras.saving.load_model({str(path)!r})
         layers = [type(l).__name__ for l in model.layers]
         assert layers.count("FilterResponseNormalization") == 3, layers
+        assert layers.count("FilterResponseNormalizationTLU") == 1, layers
         assert layers.count("ProxyNormalization") == 1, layers
         x = np.load({str(tmp_path / "x.npy")!r})
         np.save({str(tmp_path / "y.npy")!r}, model.predict(x, verbose=0))
@@ -189,6 +207,9 @@ def test_package_exports():
         FilterResponseNormalization
     )
     assert frn_keras.layers.TLU is TLU
+    assert frn_keras.layers.FilterResponseNormalizationTLU is (
+        FilterResponseNormalizationTLU
+    )
     assert frn_keras.layers.ProxyNormalization is ProxyNormalization
     assert isinstance(frn_keras.__version__, str)
 

@@ -9,6 +9,12 @@ of elementwise and reduction ops. The analytic gradient needs one reduction,
     dgamma = sum over batch of r * S,   dbeta = sum of dy
     d eps_learned = sign(eps_learned) * sum(-gamma * S * r^3 / 2)
 
+With a TLU fused in (`z = max(y, tau)`), the TLU's gradient is a mask on dy:
+`dy = where(y >= tau, dz, 0)` (ties go to y, as in TensorFlow's gradient of
+`maximum`) and `dtau = sum(dz) - sum(dy)`. One custom gradient over both lets
+XLA read x and dz in the same loops as FRN's own reductions instead of
+materializing the masked dy.
+
 (N is the number of spatial positions; `tests/numpy_reference.py` has the
 same formulas in float64 NumPy, checked against finite differences.)
 """
@@ -16,8 +22,10 @@ same formulas in float64 NumPy, checked against finite differences.)
 from keras import ops
 
 
-def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes):
-    """FRN of `x` over `axes`, with a custom gradient.
+def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
+                              tau=None):
+    """FRN of `x` over `axes` (then `max(., tau)` if `tau` is given), with a
+    custom gradient.
 
     Args:
         x: Input tensor (float32 or wider).
@@ -26,10 +34,11 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes):
         eps_learned: Tensor of shape `(1,)`, or `None`.
         epsilon: Python float > 0.
         axes: Tuple of the spatial axes (may be empty: N = 1).
+        tau: Per-channel TLU threshold shaped like `gamma`, or `None`.
     """
-    names = [name for name, value in (("gamma", gamma), ("beta", beta),
-                                      ("eps_learned", eps_learned))
-             if value is not None]
+    weights = (("gamma", gamma), ("beta", beta), ("eps_learned", eps_learned),
+               ("tau", tau))
+    names = [name for name, value in weights if value is not None]
     # Sums over the spatial axes; with none (rank-2 input) a sum is x itself.
     spatial_sum = (lambda t: ops.sum(t, axis=axes, keepdims=True)) if axes \
         else (lambda t: t)
@@ -51,9 +60,11 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes):
         y = x * s
         if "beta" in p:
             y = y + p["beta"]
+        z = ops.maximum(y, p["tau"]) if "tau" in p else y
 
         def grad(*args, upstream=None):
-            dy = args[-1] if upstream is None else upstream
+            dz = args[-1] if upstream is None else upstream
+            dy = ops.where(y >= p["tau"], dz, 0) if "tau" in p else dz
             dy_x = spatial_sum(dy * x)
             dx = s * dy - x * (s * ops.square(r) * dy_x / n)
             grads = {}
@@ -67,9 +78,11 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes):
                 d_eps = ops.sum(-0.5 * s * ops.square(r) * dy_x)
                 grads["eps_learned"] = ops.reshape(
                     d_eps, (1,)) * ops.sign(p["eps_learned"])
+            if "tau" in p:
+                grads["tau"] = ops.sum(dz - dy, axis=batch_and_spatial,
+                                       keepdims=True)
             return (dx, *(grads[name] for name in names))
 
-        return y, grad
+        return z, grad
 
-    return forward(x, *(value for value in (gamma, beta, eps_learned)
-                        if value is not None))
+    return forward(x, *(value for _, value in weights if value is not None))

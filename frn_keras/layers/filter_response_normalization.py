@@ -176,6 +176,11 @@ class FilterResponseNormalization(keras.layers.Layer):
             )
 
     def call(self, inputs):
+        return self._normalize(inputs)
+
+    def _normalize(self, inputs, tau=None):
+        """FRN of `inputs`, followed by `max(., tau)` when `tau` (a weight
+        of shape `(channels,)`) is given."""
         # float16 would overflow in x ** 2 for |x| > 256: compute in float32.
         dtype = statistics_dtype(inputs.dtype)
         x = ops.cast(inputs, dtype)
@@ -189,6 +194,7 @@ class FilterResponseNormalization(keras.layers.Layer):
                          else ops.cast(self.eps_learned, dtype)),
             epsilon=self.epsilon,
             axes=self._reduction_axes,
+            tau=self._per_channel(tau, dtype),
         )
         if self._folded_shape is not None:
             outputs = ops.reshape(outputs, ops.shape(inputs))
