@@ -1,8 +1,10 @@
 """frn_keras: batch-independent normalization layers for Keras 3.
 
 `FilterResponseNormalization` and `TLU` (Singh & Krishnan, 2020) as Keras 3
-layers (and `FilterResponseNormalizationTLU`, the two fused), registered for serialization under the package name `frn_keras`,
-and `ProxyNormalization` (Labatie et al., 2021; patented, opt-in only).
+layers, `FilterResponseNormalizationTLU` (the two fused, and
+`fuse_frn_tlu` to fuse a model's pairs), registered for serialization under
+the package name `frn_keras`, and `ProxyNormalization` (Labatie et al.,
+2021; patented, opt-in only).
 """
 
 __version__ = "0.1.0"
@@ -11,6 +13,7 @@ from frn_keras import layers
 from frn_keras import migration
 from frn_keras import models
 from frn_keras.conversion import convert_to_frn
+from frn_keras.fusion import fuse_frn_tlu
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 from frn_keras.layers import FilterResponseNormalizationTLU
@@ -20,6 +23,7 @@ __all__ = [
     "convert_to_frn",
     "FilterResponseNormalization",
     "FilterResponseNormalizationTLU",
+    "fuse_frn_tlu",
     "ProxyNormalization",
     "TLU",
     "layers",
