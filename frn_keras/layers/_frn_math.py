@@ -11,7 +11,7 @@ of elementwise and reduction ops. The analytic gradient needs one reduction,
 
 With a TLU fused in (`z = max(y, tau)`), the TLU's gradient is a mask on dy:
 `dy = where(y >= tau, dz, 0)` (ties go to y, as in TensorFlow's gradient of
-`maximum`) and `dtau = sum(dz) - sum(dy)`. One custom gradient over both lets
+`maximum`) and `dtau = sum(dz) - sum(dy)`, where `sum(dy)` is dbeta's sum. One custom gradient over both lets
 XLA read x and dz in the same loops as FRN's own reductions instead of
 materializing the masked dy.
 
@@ -79,8 +79,12 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                 grads["eps_learned"] = ops.reshape(
                     d_eps, (1,)) * ops.sign(p["eps_learned"])
             if "tau" in p:
-                grads["tau"] = ops.sum(dz - dy, axis=batch_and_spatial,
-                                       keepdims=True)
+                # sum(dz - dy) as sum(dz) - sum(dy), reusing dbeta's sum:
+                # XLA then reduces dz alone (measured 15% faster on CPU).
+                dy_sum = grads["beta"] if "beta" in p else ops.sum(
+                    dy, axis=batch_and_spatial, keepdims=True)
+                grads["tau"] = ops.sum(dz, axis=batch_and_spatial,
+                                       keepdims=True) - dy_sum
             return (dx, *(grads[name] for name in names))
 
         return z, grad
