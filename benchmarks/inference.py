@@ -4,8 +4,9 @@ BatchNorm at inference is a per-channel affine map that folds into the
 preceding convolution (`kernel * scale`, `bias = beta - mean * scale`), so a
 served BN network pays nothing for it; FRN cannot fold (its statistics depend
 on the input). This script exports three SavedModels with
-`frn_keras.export.export_for_serving` (FRN, BN as trained, BN folded into its
-convolutions, checked equal to the unfolded model), loads them as a server
+`frn_keras.export.export_for_serving` (FRN, FRN with its FRN -> TLU pairs
+fused, BN as trained, BN folded into its convolutions, checked equal to the
+unfolded model), loads them as a server
 would, and times the `serving_default` signature at batch 1 and 32,
 interleaved, median of `--repeats` calls after a warm-up.
 
@@ -31,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras.export import export_for_serving  # noqa: E402
 from zoo import BUILDERS  # noqa: E402
+from zoo import build_model  # noqa: E402
 
 
 def randomize(model, seed):
@@ -102,8 +104,9 @@ def main(argv=None):
                                    f"inference_{device}_{args.model}")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
-    frn = BUILDERS[args.model]("frn", args.image_size)
-    bn = BUILDERS[args.model]("bn", args.image_size)
+    frn = build_model(args.model, "frn", args.image_size)
+    frn_fused = build_model(args.model, "frn_fused", args.image_size)
+    bn = build_model(args.model, "bn", args.image_size)
     randomize(bn, seed=0)
     bn_folded = fold_batch_norm(bn)
     rng = np.random.default_rng(1)
@@ -117,7 +120,8 @@ def main(argv=None):
 
     signatures = {}
     with tempfile.TemporaryDirectory() as base:
-        for name, model in [("frn", frn), ("bn", bn), ("bn_folded", bn_folded)]:
+        for name, model in [("frn", frn), ("frn_fused", frn_fused),
+                            ("bn", bn), ("bn_folded", bn_folded)]:
             path = export_for_serving(model, base, name, verbose=False)
             signatures[name] = tf.saved_model.load(path).signatures[
                 "serving_default"]

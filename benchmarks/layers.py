@@ -31,6 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from frn_keras import FilterResponseNormalizationTLU  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
 
 # (name, (H, W, C)) per activation; the batch size is a flag.
@@ -40,15 +41,28 @@ SHAPES = {
     "resnet50": [("rn50_stage1", (56, 56, 256)), ("rn50_stage2", (28, 28, 512)),
                  ("rn50_stage3", (14, 14, 1024)), ("rn50_stage4", (7, 7, 2048))],
 }
-# The pairs exactly as the model zoo builds them (frn_keras.models registry).
-PAIRS = {"frn_tlu": "frn", "bn_relu": "bn", "gn_relu": "gn", "ln_relu": "ln"}
 
 
-def make_step(norm, x, dy, backward, jit_compile, inner):
+def registered(name):
+    """The pair exactly as the model zoo builds it (frn_keras.models)."""
+    pair = norm_act(name)
+    return lambda axis: [pair.norm(axis), pair.act(axis)]
+
+
+# name -> `make_layers(axis)`, the layers applied in order.
+PAIRS = {
+    "frn_tlu": registered("frn"),
+    "frn_tlu_fused": lambda axis: [FilterResponseNormalizationTLU(axis=axis)],
+    "bn_relu": registered("bn"),
+    "gn_relu": registered("gn"),
+    "ln_relu": registered("ln"),
+}
+
+
+def make_step(make_layers, x, dy, backward, jit_compile, inner):
     """A function running `inner` passes in one compiled loop, as layers run
     inside one XLA computation in a training step (no per-call dispatch)."""
-    pair = norm_act(norm)
-    layers = [pair.norm(-1), pair.act(-1)]
+    layers = make_layers(-1)
     for layer in layers:
         layer.build(x.shape)
     weights = [w for layer in layers for w in layer.trainable_weights]

@@ -1,5 +1,6 @@
 """Training throughput (images/s) and peak memory of the model zoo's ResNets
-with `norm="frn"` vs `"bn"` vs `"gn"`, XLA on and off.
+with `norm="frn"` (also fused: `"frn_fused"`) vs `"bn"` vs `"gn"`, XLA on
+and off.
 
 Throughput: every configuration is built in one process and timed
 interleaved (round r times `--steps` calls of `train_on_batch` for each
@@ -33,11 +34,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from zoo import BUILDERS  # noqa: E402
+from zoo import build_model  # noqa: E402
 
 
 def build(model_name, norm, image_size, batch, jit_compile, seed=0):
     keras.utils.set_random_seed(seed)
-    model = BUILDERS[model_name](norm, image_size)
+    model = build_model(model_name, norm, image_size)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -92,7 +94,8 @@ def memory_probe(spec):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
-    parser.add_argument("--norms", nargs="+", default=["frn", "bn", "gn"])
+    parser.add_argument("--norms", nargs="+",
+                        default=["frn", "frn_fused", "bn", "gn"])
     parser.add_argument("--image-size", type=int, default=None,
                         help="default: 32 (resnet20), 64 (resnet_v2_50)")
     parser.add_argument("--batch", type=int, default=None,

@@ -31,8 +31,8 @@ def _positive(row, *keys):
 
 def test_layers_benchmark_quick(tmp_path):
     rows, stdout = _run("layers.py", ["--quick"], tmp_path)
-    assert {r["pair"] for r in rows} == {"frn_tlu", "bn_relu", "gn_relu",
-                                         "ln_relu"}
+    assert {r["pair"] for r in rows} == {"frn_tlu", "frn_tlu_fused",
+                                         "bn_relu", "gn_relu", "ln_relu"}
     assert {r["pass"] for r in rows} == {"fwd", "fwd+bwd"}
     assert all(_positive(r, "median_ms", "over_floor", "vs_bn") for r in rows)
     assert all(float(r["vs_bn"]) == 1.0 for r in rows if r["pair"] == "bn_relu")
@@ -43,7 +43,7 @@ def test_layers_benchmark_quick(tmp_path):
 def test_train_step_benchmark_quick(tmp_path):
     rows, _ = _run("train_step.py", ["--quick", "--xla", "on", "--batch", "8"],
                    tmp_path)
-    assert {r["norm"] for r in rows} == {"frn", "bn", "gn"}
+    assert {r["norm"] for r in rows} == {"frn", "frn_fused", "bn", "gn"}
     assert all(_positive(r, "images_per_s", "step_ms", "peak_memory_mib")
                for r in rows)
 
@@ -53,7 +53,8 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     rows, stdout = _run("inference.py", ["--repeats", "3", "--batches", "2"],
                         tmp_path)
     assert "folded BN model: 0 BatchNormalization layers left" in stdout
-    assert {r["variant"] for r in rows} == {"frn", "bn", "bn_folded"}
+    assert {r["variant"] for r in rows} == {"frn", "frn_fused", "bn",
+                                            "bn_folded"}
     assert all(_positive(r, "median_ms", "vs_bn_folded") for r in rows)
 
 
