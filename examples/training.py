@@ -15,7 +15,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_parallel  # noqa: E402
-import frn_keras  # noqa: E402,F401  (registers the layers)
+import frn_keras  # noqa: E402  (also registers the layers)
 from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.models import NO_WEIGHT_DECAY  # noqa: E402
 from frn_keras.models import available_norms  # noqa: E402
@@ -50,6 +50,10 @@ def common_parser(description, batch_size, epochs, warmup_epochs,
                         choices=["channels_last", "channels_first"])
     parser.add_argument("--no-jit-compile", dest="jit_compile",
                         action="store_false", help="train without XLA")
+    parser.add_argument("--fuse-frn-tlu", action="store_true",
+                        help="with --norm frn: fuse each FRN -> TLU pair into "
+                        "FilterResponseNormalizationTLU (same function, "
+                        "faster under XLA)")
     parser.add_argument("--data-dir", default=None,
                         help="tensorflow-datasets data_dir")
     parser.add_argument("--mock-data", action="store_true",
@@ -74,6 +78,8 @@ def check_common_args(parser, args):
         parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
     if args.warmup_epochs < 0 or args.weight_decay < 0:
         parser.error("--warmup-epochs and --weight-decay must be >= 0")
+    if args.fuse_frn_tlu and args.norm != "frn":
+        parser.error(f"--fuse-frn-tlu needs --norm frn, got --norm {args.norm}")
 
 
 def configure_runtime(args):
@@ -165,6 +171,8 @@ def run(args, build_model, train_ds, eval_ds, train_examples,
     """Builds, trains (`fit`, or the data-parallel loop with
     `--distribute`), evaluates and exports. The default peak learning rate is
     `0.1 * batch / reference_batch`."""
+    if args.fuse_frn_tlu:
+        build_model = _fusing(build_model)
     steps_per_epoch = max(1, train_examples // args.batch_size)
     if args.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
@@ -186,6 +194,17 @@ def run(args, build_model, train_ds, eval_ds, train_examples,
     if args.export_dir and writes_outputs:
         export_for_serving(model, args.export_dir, model.name, overwrite=True)
     return model
+
+
+def _fusing(build_model):
+    def build_fused_model():
+        model = frn_keras.fuse_frn_tlu(build_model())
+        fused = sum(isinstance(layer, frn_keras.FilterResponseNormalizationTLU)
+                    for layer in model.layers)
+        print(f"fused {fused} FRN -> TLU pairs into "
+              "FilterResponseNormalizationTLU")
+        return model
+    return build_fused_model
 
 
 def train_data_parallel(args, strategy, build_model, train_ds, eval_ds,

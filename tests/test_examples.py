@@ -101,11 +101,13 @@ def test_cifar_channels_first_mixed_precision_without_xla(tmp_path):
     assert "XLA: off" in out and "final test accuracy" in out
 
 
-def test_imagenet_mock_data_trains(tmp_path):
+def test_imagenet_mock_data_trains_fused(tmp_path):
     out = _run("train_imagenet.py",
                ["--mock-data", "--image-size", "32", "--batch-size", "4",
-                *SMOKE], tmp_path)
+                "--fuse-frn-tlu", *SMOKE], tmp_path)
     assert "resnet_v2_50_frn" in out and "XLA: jit_compile=True" in out
+    # ResNetV2-50 is pre-activation: every one of its 49 FRNs feeds a TLU.
+    assert "fused 49 FRN -> TLU pairs" in out
     assert 0.0 <= _final_accuracy(out) <= 1.0
 
 
@@ -127,6 +129,8 @@ def test_imagenet_builds_from_manual_dir_and_trains(tmp_path):
     ("train_cifar.py", ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("train_cifar.py", ["--norm", "xn"], "invalid choice: 'xn'"),
     ("train_cifar.py", ["--depth", "19"], "--depth must be 6n + 2"),
+    ("train_cifar.py", ["--norm", "bn", "--fuse-frn-tlu"],
+     "--fuse-frn-tlu needs --norm frn, got --norm bn"),
     ("train_imagenet.py", [], "--manual-dir is required"),
 ])
 def test_examples_reject_bad_flags(script, args, message, tmp_path):
