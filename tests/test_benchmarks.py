@@ -58,6 +58,17 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     assert all(_positive(r, "median_ms", "vs_bn_folded") for r in rows)
 
 
+def test_graph_ops_benchmark_times_every_kernel_at_every_shape(tmp_path):
+    rows, stdout = _run("graph_ops.py", ["--chain", "2", "--repeats", "3"],
+                        tmp_path)
+    kernels = {r["kernel"] for r in rows}
+    assert {"x * scale[b, c]", "max(x, tau[c])", "sum(x^2) over H, W"} <= (
+        kernels)
+    assert len(rows) == 4 * len(kernels)
+    assert all(math.isfinite(float(r["us_per_op"])) for r in rows)
+    assert "| 32x32x32x16 | max(x, tau[c]) |" in stdout
+
+
 def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
     rows, stdout = _run("batch_size_study.py",
                         ["--quick", "--steps", "10", "--seeds", "2"], tmp_path)
