@@ -30,6 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from frn_keras._graph import producer  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
 from zoo import BUILDERS  # noqa: E402
 from zoo import build_model  # noqa: E402
@@ -59,10 +60,9 @@ def fold_batch_norm(model):
     folds = {}  # conv name -> bn layer
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            producer = layer.input._keras_history.operation
-            if isinstance(producer, keras.layers.Conv2D) and not (
-                    producer.use_bias):
-                folds[producer.name] = layer
+            conv = producer(layer)
+            if isinstance(conv, keras.layers.Conv2D) and not conv.use_bias:
+                folds[conv.name] = layer
     folded_bns = {bn.name for bn in folds.values()}
 
     def clone(layer):

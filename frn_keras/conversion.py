@@ -2,6 +2,8 @@
 
 import keras
 
+from frn_keras._graph import check_graph_model
+from frn_keras._graph import producer
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 
@@ -27,12 +29,7 @@ def convert_to_frn(model):
             so its graph cannot be rebuilt), or a BatchNormalization over
             several axes.
     """
-    if not _is_graph_model(model):
-        raise ValueError(
-            "convert_to_frn needs a Functional or Sequential model; a "
-            "subclassed model's custom `call` cannot be rebuilt. Received: "
-            f"model of type {type(model).__name__}"
-        )
+    check_graph_model(model, "convert_to_frn")
     bn_axes = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -45,9 +42,9 @@ def convert_to_frn(model):
             bn_axes[layer.name] = layer.axis
     relu_axes = {}
     for layer in model.layers:
-        producer = _producer(layer) if _is_relu(layer) else None
-        if producer is not None and producer.name in bn_axes:
-            relu_axes[layer.name] = bn_axes[producer.name]
+        source = producer(layer) if _is_relu(layer) else None
+        if source is not None and source.name in bn_axes:
+            relu_axes[layer.name] = bn_axes[source.name]
 
     def clone(layer):
         if layer.name in bn_axes:
@@ -82,24 +79,6 @@ def convert_to_frn(model):
         else:
             target.set_weights(layer.get_weights())
     return converted
-
-
-def _is_graph_model(model):
-    # keras.Model(inputs, outputs) builds a `Functional` instance.
-    return isinstance(model, keras.Sequential) or (
-        type(model).__name__ == "Functional"
-    )
-
-
-def _producer(layer):
-    """The layer whose output `layer` takes (None for several inputs)."""
-    try:
-        tensor = layer.input
-    except (AttributeError, ValueError):
-        return None
-    if isinstance(tensor, (list, tuple)):
-        return None
-    return tensor._keras_history.operation
 
 
 def _is_relu(layer):

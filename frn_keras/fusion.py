@@ -2,8 +2,8 @@
 
 import keras
 
-from frn_keras.conversion import _is_graph_model
-from frn_keras.conversion import _producer
+from frn_keras._graph import check_graph_model
+from frn_keras._graph import producer
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 from frn_keras.layers import FilterResponseNormalizationTLU
@@ -30,12 +30,7 @@ def fuse_frn_tlu(model):
         ValueError: for a subclassed model (its `call` is arbitrary Python,
             so its graph cannot be rebuilt).
     """
-    if not _is_graph_model(model):
-        raise ValueError(
-            "fuse_frn_tlu needs a Functional or Sequential model; a "
-            "subclassed model's custom `call` cannot be rebuilt. Received: "
-            f"model of type {type(model).__name__}"
-        )
+    check_graph_model(model, "fuse_frn_tlu")
     pairs = _fusable_pairs(model)  # FRN name -> its TLU
     fused_tlus = {tlu.name for tlu in pairs.values()}
 
@@ -86,9 +81,8 @@ def _fusable_pairs(model):
         layers = model.layers
         candidates = zip(layers[1:], layers[:-1])
     else:
-        candidates = ((layer, _producer(layer)) for layer in model.layers)
-    outputs = {id(t._keras_history.operation) for t in model.outputs} if (
-        model.outputs) else set()
+        candidates = ((layer, producer(layer)) for layer in model.layers)
+    outputs = {id(producer(t)) for t in model.outputs or []}
     sequential = isinstance(model, keras.Sequential)
     pairs = {}
     for tlu, frn in candidates:

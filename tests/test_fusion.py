@@ -12,6 +12,7 @@ from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
 from frn_keras import FilterResponseNormalizationTLU
 from frn_keras import fuse_frn_tlu
+from frn_keras._graph import producer
 
 
 def _count(model, cls):
@@ -69,8 +70,7 @@ def test_resnet20_pairs_fuse_to_the_same_function_and_gradients():
     tlu_of = {}
     for layer in model.layers:
         if type(layer) is TLU:
-            producer = layer.input._keras_history.operation
-            tlu_of[layer.name] = producer.name
+            tlu_of[layer.name] = producer(layer).name
     for path, want in grads.items():
         layer, name = path.split("/")
         if layer in tlu_of and type(fused.get_layer(tlu_of[layer])) is (
