@@ -1,6 +1,9 @@
-"""Validation of the channel `axis` shared by the frn_keras layers."""
+"""The channel `axis` shared by the frn_keras layers: its validation, and
+per-channel weights shaped to broadcast along it."""
 
 import numbers
+
+from keras import ops
 
 
 def check_axis_argument(axis):
@@ -81,3 +84,11 @@ def broadcast_shape(rank, axis, channels):
     shape = [1] * rank
     shape[axis] = channels
     return shape
+
+
+def per_channel(weight, dtype, shape):
+    """`weight` of shape `(channels,)` cast to `dtype` and reshaped to the
+    broadcast `shape`; `None` stays `None` (an absent gamma or beta)."""
+    if weight is None:
+        return None
+    return ops.reshape(ops.cast(weight, dtype), shape)

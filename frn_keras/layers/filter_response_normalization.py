@@ -14,6 +14,7 @@ from frn_keras.layers._affine import set_affine_arguments
 from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
+from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
 from frn_keras.layers._dtypes import statistics_dtype
@@ -188,22 +189,17 @@ class FilterResponseNormalization(keras.layers.Layer):
             x = ops.reshape(x, (ops.shape(inputs)[0], *self._folded_shape))
         outputs = filter_response_normalize(
             x,
-            gamma=self._per_channel(self.gamma, dtype),
-            beta=self._per_channel(self.beta, dtype),
+            gamma=per_channel(self.gamma, dtype, self._broadcast_shape),
+            beta=per_channel(self.beta, dtype, self._broadcast_shape),
             eps_learned=(None if self.eps_learned is None
                          else ops.cast(self.eps_learned, dtype)),
             epsilon=self.epsilon,
             axes=self._reduction_axes,
-            tau=self._per_channel(tau, dtype),
+            tau=per_channel(tau, dtype, self._broadcast_shape),
         )
         if self._folded_shape is not None:
             outputs = ops.reshape(outputs, ops.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
-
-    def _per_channel(self, weight, dtype):
-        if weight is None:
-            return None
-        return ops.reshape(ops.cast(weight, dtype), self._broadcast_shape)
 
     def compute_output_shape(self, input_shape):
         resolve_channel_axis(self.axis, input_shape, self.name)

@@ -8,6 +8,7 @@ from keras import regularizers
 
 from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._channel_axis import broadcast_shape
+from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
 
@@ -116,14 +117,11 @@ class TLU(keras.layers.Layer):
             )
 
     def call(self, inputs):
-        tau = self._per_channel(self.tau, inputs.dtype)
+        tau = per_channel(self.tau, inputs.dtype, self._broadcast_shape)
         if self.alpha is None:
             return ops.maximum(inputs, tau)
-        alpha = self._per_channel(self.alpha, inputs.dtype)
+        alpha = per_channel(self.alpha, inputs.dtype, self._broadcast_shape)
         return ops.maximum(inputs, alpha * inputs + tau)
-
-    def _per_channel(self, weight, dtype):
-        return ops.reshape(ops.cast(weight, dtype), self._broadcast_shape)
 
     def compute_output_shape(self, input_shape):
         resolve_channel_axis(self.axis, input_shape, self.name)
