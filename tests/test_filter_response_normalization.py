@@ -374,3 +374,17 @@ def test_unknown_batch_and_spatial_sizes_at_trace_time(axis, spec):
         x = rng.normal(size=shape) * 0.05
         np.testing.assert_allclose(harness.to_numpy(fn(tf.constant(x))),
                                    _reference(x, axis, params), rtol=1e-10)
+
+
+@pytest.mark.all_backends
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_layer_built_at_one_size_is_right_at_another(axis):
+    # The folded shape is taken from each input, not from the build shape.
+    built = (2, 8, 8, 6) if axis == -1 else (2, 6, 8, 8)
+    layer, params = _random_frn(built, axis, False)
+    rng = np.random.default_rng(11)
+    for size in [(3, 5), (16, 2)]:
+        shape = (4, *size, 6) if axis == -1 else (4, 6, *size)
+        x = rng.normal(size=shape)
+        harness.assert_allclose(harness.to_numpy(layer(x)),
+                                _reference(x, axis, params), rtol=1e-10)

@@ -88,7 +88,11 @@ def broadcast_shape(rank, axis, channels):
 
 def per_channel(weight, dtype, shape):
     """`weight` of shape `(channels,)` cast to `dtype` and reshaped to the
-    broadcast `shape`; `None` stays `None` (an absent gamma or beta)."""
+    broadcast `shape`; `None` stays `None` (an absent gamma or beta). With
+    the channels last, `(channels,)` already broadcasts: no reshape op."""
     if weight is None:
         return None
-    return ops.reshape(ops.cast(weight, dtype), shape)
+    weight = ops.cast(weight, dtype)
+    if all(d == 1 for d in shape[:-1]):
+        return weight
+    return ops.reshape(weight, shape)

@@ -85,7 +85,9 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                     dy, axis=batch_and_spatial, keepdims=True)
                 grads["tau"] = ops.sum(dz, axis=batch_and_spatial,
                                        keepdims=True) - dy_sum
-            return (dx, *(grads[name] for name in names))
+            # Each gradient in its weight's own shape ((C,) broadcasts).
+            return (dx, *(ops.reshape(grads[name], ops.shape(p[name]))
+                          for name in names))
 
         return z, grad
 

@@ -157,6 +157,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         # (batch, positions, C) / (batch, C, positions): one reduction axis,
         # which XLA compiles to faster loops than several spatial axes.
         self._folded_shape = None
+        self._spatial_axes = tuple(i for i in range(1, rank) if i != axis)
         if rank > 3 and axis == rank - 1:
             self._folded_shape, rank, axis = (-1, channels), 3, 2
         elif rank > 3 and axis == 1:
@@ -186,7 +187,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         dtype = statistics_dtype(inputs.dtype)
         x = ops.cast(inputs, dtype)
         if self._folded_shape is not None:
-            x = ops.reshape(x, (ops.shape(inputs)[0], *self._folded_shape))
+            x = ops.reshape(x, self._folded(inputs))
         outputs = filter_response_normalize(
             x,
             gamma=per_channel(self.gamma, dtype, self._broadcast_shape),
@@ -198,8 +199,21 @@ class FilterResponseNormalization(keras.layers.Layer):
             tau=per_channel(tau, dtype, self._broadcast_shape),
         )
         if self._folded_shape is not None:
-            outputs = ops.reshape(outputs, ops.shape(inputs))
+            static = None not in inputs.shape[1:]
+            outputs = ops.reshape(outputs, (-1, *inputs.shape[1:]) if static
+                                  else ops.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
+
+    def _folded(self, inputs):
+        """The folded shape of `inputs`: constant (one op in a graph) when
+        its spatial sizes are known, else read at run time."""
+        positions = 1
+        for i in self._spatial_axes:
+            if inputs.shape[i] is None:
+                return (ops.shape(inputs)[0], *self._folded_shape)
+            positions *= inputs.shape[i]
+        return (-1, *(positions if d == -1 else d
+                      for d in self._folded_shape))
 
     def compute_output_shape(self, input_shape):
         resolve_channel_axis(self.axis, input_shape, self.name)
