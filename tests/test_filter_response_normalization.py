@@ -388,3 +388,16 @@ def test_layer_built_at_one_size_is_right_at_another(axis):
         x = rng.normal(size=shape)
         harness.assert_allclose(harness.to_numpy(layer(x)),
                                 _reference(x, axis, params), rtol=1e-10)
+
+
+def test_static_shapes_need_no_run_time_shape_ops():
+    # Without XLA (e.g. a served SavedModel) each op is a kernel launch:
+    # with known spatial sizes the fold is one constant-shape Reshape each
+    # way and channels-last weights broadcast without a Reshape.
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
+    graph = tf.function(lambda x: model(x)).get_concrete_function(
+        tf.TensorSpec((None, 8, 8, 4))).graph.as_graph_def()
+    ops = [node.op for node in graph.node]
+    assert not {"Shape", "StridedSlice", "Pack"} & set(ops), ops
+    assert ops.count("Reshape") == 2, ops
