@@ -53,8 +53,8 @@ def fuse_frn_tlu(model):
              if layer.name not in fused_tlus],
             name=model.name,
         )
-        if model.inputs:
-            fused.build(model.inputs[0].shape)
+        if model.built:
+            fused.build(model.input_shape)
     else:
         def call(layer, *args, **kwargs):
             if layer.name in fused_tlus:
@@ -77,13 +77,15 @@ def fuse_frn_tlu(model):
 
 def _fusable_pairs(model):
     """`{frn name: tlu layer}` for the FRN -> TLU pairs that can fuse."""
-    if isinstance(model, keras.Sequential):
+    sequential = isinstance(model, keras.Sequential)
+    if sequential:
+        # Adjacent layers; only the last layer's output leaves the model.
         layers = model.layers
         candidates = zip(layers[1:], layers[:-1])
+        outputs = set()
     else:
         candidates = ((layer, producer(layer)) for layer in model.layers)
-    outputs = {id(producer(t)) for t in model.outputs or []}
-    sequential = isinstance(model, keras.Sequential)
+        outputs = {id(producer(t)) for t in model.outputs}
     pairs = {}
     for tlu, frn in candidates:
         if not (type(tlu) is TLU and type(frn) is FilterResponseNormalization):

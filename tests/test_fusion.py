@@ -179,3 +179,25 @@ def test_subclassed_model_is_refused():
 
     with pytest.raises(ValueError, match="model of type Custom"):
         fuse_frn_tlu(Custom())
+
+
+def test_sequential_without_input_built_or_not():
+    def model():
+        return keras.Sequential([keras.layers.Conv2D(4, 3),
+                                 FilterResponseNormalization(), TLU()])
+
+    unbuilt = fuse_frn_tlu(model())
+    assert [type(layer) for layer in unbuilt.layers] == [
+        keras.layers.Conv2D, FilterResponseNormalizationTLU]
+    assert not unbuilt.built
+
+    x = np.random.default_rng(5).normal(size=(2, 8, 8, 3)).astype("float32")
+    built = model()
+    built(x)  # built by a call, with no keras.Input
+    _randomize(built)
+    fused = fuse_frn_tlu(built)
+    assert [type(layer) for layer in fused.layers] == [
+        keras.layers.Conv2D, FilterResponseNormalizationTLU]
+    np.testing.assert_allclose(fused.predict(x, verbose=0),
+                               built.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
