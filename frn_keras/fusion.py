@@ -24,7 +24,8 @@ def fuse_frn_tlu(model):
         model: A Functional or Sequential `keras.Model`.
 
     Returns:
-        A new model of the same kind; `model` is not changed.
+        A new model of the same kind, not compiled (compile it as you would
+        `model`); `model` is not changed.
 
     Raises:
         ValueError: for a subclassed model (its `call` is arbitrary Python,
