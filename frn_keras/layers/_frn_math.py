@@ -11,9 +11,9 @@ of elementwise and reduction ops. The analytic gradient needs one reduction,
 
 With a TLU fused in (`z = max(y, tau)`), the TLU's gradient is a mask on dy:
 `dy = where(y >= tau, dz, 0)` (ties go to y, as in TensorFlow's gradient of
-`maximum`) and `dtau = sum(dz) - sum(dy)`, where `sum(dy)` is dbeta's sum. One custom gradient over both lets
-XLA read x and dz in the same loops as FRN's own reductions instead of
-materializing the masked dy.
+`maximum`) and `dtau = sum(dz) - sum(dy)`, where `sum(dy)` is dbeta's sum.
+One custom gradient over both lets XLA read x and dz in the same loops as
+FRN's own reductions instead of materializing the masked dy.
 
 (N is the number of spatial positions; `tests/numpy_reference.py` has the
 same formulas in float64 NumPy, checked against finite differences.)
@@ -80,7 +80,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                     d_eps, (1,)) * ops.sign(p["eps_learned"])
             if "tau" in p:
                 # sum(dz - dy) as sum(dz) - sum(dy), reusing dbeta's sum:
-                # XLA then reduces dz alone (measured 15% faster on CPU).
+                # XLA then reduces dz alone, one pass over x fewer.
                 dy_sum = grads["beta"] if "beta" in p else ops.sum(
                     dy, axis=batch_and_spatial, keepdims=True)
                 grads["tau"] = ops.sum(dz, axis=batch_and_spatial,

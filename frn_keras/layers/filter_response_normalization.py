@@ -14,8 +14,8 @@ from frn_keras.layers._affine import set_affine_arguments
 from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
-from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import check_axis_argument
+from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import resolve_channel_axis
 from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._frn_math import filter_response_normalize

@@ -8,8 +8,8 @@ from keras import regularizers
 
 from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._channel_axis import broadcast_shape
-from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import check_axis_argument
+from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import resolve_channel_axis
 
 
