@@ -46,6 +46,25 @@ def test_train_step_benchmark_quick(tmp_path):
     assert {r["norm"] for r in rows} == {"frn", "frn_fused", "bn", "gn"}
     assert all(_positive(r, "images_per_s", "step_ms", "peak_memory_mib")
                for r in rows)
+    # Ratios are paired per round: BN against itself is exactly 1.
+    assert all(float(r[k]) == 1.0 for r in rows if r["norm"] == "bn"
+               for k in ("step_vs_bn", "step_vs_bn_min", "step_vs_bn_max"))
+    assert all(float(r["step_vs_bn_min"]) <= float(r["step_vs_bn"])
+               <= float(r["step_vs_bn_max"]) for r in rows)
+
+
+def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
+    rows, stdout = _run("hlo_traffic.py", ["--batch", "2", "--norms", "bn",
+                                           "frn_fused"], tmp_path)
+    assert [r["norm"] for r in rows] == ["bn", "frn_fused"]
+    # ResNet-20's 21 convolutions write their outputs in both models, and
+    # the backward pass adds more; the normalizations differ only elsewhere.
+    conv = {(r["conv_writes"], r["conv_written_mib"]) for r in rows}
+    assert len(conv) == 1 and int(rows[0]["conv_writes"]) > 21
+    assert all(_positive(r, "other_written_mib", "other_read_mib",
+                         "other_traffic_vs_bn") for r in rows)
+    assert float(rows[0]["other_traffic_vs_bn"]) == 1.0
+    assert "| resnet20 b2 | frn_fused |" in stdout
 
 
 def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
