@@ -84,7 +84,8 @@ def traffic(hlo_text, min_elements):
 
 
 def probe(spec):
-    """Child process: one XLA training step, its HLO dumped to `dump_dir`."""
+    """Child process: one XLA training step (the parent's `XLA_FLAGS` dump
+    its HLO)."""
     model_name, norm, image_size, batch = json.loads(spec)
     from train_step import build
     from train_step import run_steps
@@ -94,8 +95,9 @@ def probe(spec):
 
 def step_hlo(args, norm):
     with tempfile.TemporaryDirectory() as dump_dir:
-        env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump_dir} "
-                   "--xla_dump_hlo_as_text")
+        flags = (os.environ.get("XLA_FLAGS", "") +
+                 f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text")
+        env = dict(os.environ, XLA_FLAGS=flags.strip())
         subprocess.run(
             [sys.executable, __file__, "--probe",
              json.dumps([args.model, norm, args.image_size, args.batch])],
