@@ -17,7 +17,6 @@ benchmarks/results/graph_ops_<device>).
 """
 
 import argparse
-import csv
 import os
 import statistics
 import time
@@ -26,6 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from results_files import device_kind  # noqa: E402
+from results_files import output_prefix  # noqa: E402
+from results_files import write_csv  # noqa: E402
 
 SHAPES = [(32, 32, 32, 16), (32, 16, 16, 32), (32, 8, 8, 64), (1, 32, 32, 16)]
 
@@ -70,10 +73,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.chain < 1 or args.repeats < 3:
         parser.error("--chain >= 1 and --repeats >= 3")
-    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    out = args.out or os.path.join(os.path.dirname(__file__), "results",
-                                   f"graph_ops_{device}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    device = device_kind()
+    out = output_prefix(args.out, f"graph_ops_{device}")
     rows = []
     for shape in SHAPES:
         x = tf.random.normal(shape)
@@ -93,10 +94,7 @@ def main(argv=None):
             rows.append({"device": device, "shape": "x".join(map(str, shape)),
                          "kernel": name, "us_per_op": op_us,
                          "vs_same_shape": op_us / (same_shape * 1e6)})
-    with open(out + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print("\n| shape | kernel | us per op | vs x * x |")
     print("| --- | --- | --- | --- |")
     for r in rows:

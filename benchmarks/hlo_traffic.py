@@ -18,7 +18,6 @@ Writes `<out>.csv` (default benchmarks/results/hlo_traffic_<device>_<model>).
 """
 
 import argparse
-import csv
 import glob
 import json
 import os
@@ -30,8 +29,9 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-
+from results_files import device_kind  # noqa: E402
+from results_files import output_prefix  # noqa: E402
+from results_files import write_csv  # noqa: E402
 from zoo import BUILDERS  # noqa: E402
 
 BYTES = {"pred": 1, "s8": 1, "u8": 1, "f16": 2, "bf16": 2, "f32": 4,
@@ -127,10 +127,7 @@ def main(argv=None):
         parser.error("--norms must include bn, the baseline of the ratios")
     if min(args.batch, args.image_size) < 1:
         parser.error("--batch and --image-size must be >= 1")
-    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    out = args.out or os.path.join(os.path.dirname(__file__), "results",
-                                   f"hlo_traffic_{device}_{args.model}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    out = output_prefix(args.out, f"hlo_traffic_{device_kind()}_{args.model}")
 
     rows = []
     for norm in args.norms:
@@ -147,10 +144,7 @@ def main(argv=None):
         row["other_traffic_vs_bn"] = (
             (row["other_written_mib"] + row["other_read_mib"])
             / (bn["other_written_mib"] + bn["other_read_mib"]))
-    with open(out + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print("\n| model | norm | convolutions: outputs, MiB written / read | "
           "everything else: outputs, MiB written / read | else, read + "
           "written / BN's |")

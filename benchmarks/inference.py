@@ -17,7 +17,6 @@ Writes `<out>.csv` (default benchmarks/results/inference_<device>_<model>).
 """
 
 import argparse
-import csv
 import os
 import statistics
 import tempfile
@@ -32,6 +31,9 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras._graph import producer  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
+from results_files import device_kind  # noqa: E402
+from results_files import output_prefix  # noqa: E402
+from results_files import write_csv  # noqa: E402
 from zoo import BUILDERS  # noqa: E402
 from zoo import build_model  # noqa: E402
 
@@ -99,10 +101,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 3 or min(args.batches) < 1 or args.image_size < 32:
         parser.error("--repeats >= 3, --batches >= 1, --image-size >= 32")
-    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    out = args.out or os.path.join(os.path.dirname(__file__), "results",
-                                   f"inference_{device}_{args.model}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    device = device_kind()
+    out = output_prefix(args.out, f"inference_{device}_{args.model}")
 
     frn = build_model(args.model, "frn", args.image_size)
     frn_fused = build_model(args.model, "frn_fused", args.image_size)
@@ -149,10 +149,7 @@ def main(argv=None):
                              "variant": name, "median_ms": median * 1e3,
                              "spread": (q3 - q1) / median,
                              "vs_bn_folded": median / folded})
-    with open(out + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print("\n| model | batch | variant | median ms | spread | vs BN folded |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

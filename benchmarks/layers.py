@@ -18,7 +18,6 @@ Writes `<out>.csv` and `<out>.png` (default benchmarks/results/layers_<device>).
 """
 
 import argparse
-import csv
 import os
 import platform
 import statistics
@@ -33,6 +32,9 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras import FilterResponseNormalizationTLU  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
+from results_files import device_kind  # noqa: E402
+from results_files import output_prefix  # noqa: E402
+from results_files import write_csv  # noqa: E402
 
 # (name, (H, W, C)) per activation; the batch size is a flag.
 SHAPES = {
@@ -146,10 +148,8 @@ def main(argv=None):
     shapes = [s for group in args.shapes for s in SHAPES[group]]
     if args.quick:
         shapes, args.repeats, args.xla = shapes[:1], 3, args.xla[:1]
-    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    out = args.out or os.path.join(os.path.dirname(__file__), "results",
-                                   f"layers_{device}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    device = device_kind()
+    out = output_prefix(args.out, f"layers_{device}")
 
     rows = []
     for xla in args.xla:
@@ -187,10 +187,7 @@ def main(argv=None):
         row["vs_bn"] = row["median_ms"] / base["bn_relu"]
         row["vs_gn"] = row["median_ms"] / base["gn_relu"]
 
-    with open(out + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print_table(rows)
     plot(rows, out + ".png")
     print(f"\nmachine: {platform.processor() or platform.machine()}, "

@@ -18,7 +18,6 @@ Writes `<out>.csv` (default benchmarks/results/train_step_<device>_<model>).
 """
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -35,6 +34,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from results_files import device_kind  # noqa: E402
+from results_files import output_prefix  # noqa: E402
+from results_files import write_csv  # noqa: E402
 from zoo import BUILDERS  # noqa: E402
 from zoo import build_model  # noqa: E402
 
@@ -125,10 +127,8 @@ def main(argv=None):
         parser.error("--norms must include bn, the baseline of the ratios")
     if min(args.batch, args.steps, args.rounds, args.image_size) < 1:
         parser.error("--batch, --steps, --rounds, --image-size must be >= 1")
-    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    out = args.out or os.path.join(os.path.dirname(__file__), "results",
-                                   f"train_step_{device}_{args.model}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    device = device_kind()
+    out = output_prefix(args.out, f"train_step_{device}_{args.model}")
 
     keras.config.set_dtype_policy(args.precision)
     configs = {(norm, xla): build(args.model, norm, args.image_size,
@@ -166,10 +166,7 @@ def main(argv=None):
         row["step_vs_bn"] = statistics.median(ratios)
         row["step_vs_bn_min"] = min(ratios)
         row["step_vs_bn_max"] = max(ratios)
-    with open(out + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print("\n| model | norm | XLA | images/s | step ms | step / BN step "
           "(rounds' min-max) | spread | peak memory MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
