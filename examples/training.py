@@ -20,6 +20,8 @@ from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.models import NO_WEIGHT_DECAY  # noqa: E402
 from frn_keras.models import available_norms  # noqa: E402
 
+MOMENTUM = 0.9
+
 
 def common_parser(description, batch_size, epochs, warmup_epochs,
                   weight_decay):
@@ -36,7 +38,10 @@ def common_parser(description, batch_size, epochs, warmup_epochs,
                         help="peak learning rate (default scales linearly "
                         "with the batch size)")
     parser.add_argument("--warmup-epochs", type=float, default=warmup_epochs)
-    parser.add_argument("--weight-decay", type=float, default=weight_decay)
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help="L2 coefficient as the papers give it (He et "
+                        "al.: 1e-4), applied as Keras's decoupled decay "
+                        "weight_decay / (1 - momentum)")
     parser.add_argument("--mixed-precision", default="off",
                         choices=["off", "float16", "bfloat16"])
     parser.add_argument("--distribute", default="none",
@@ -109,14 +114,28 @@ def warmup_cosine(peak, total_steps, warmup_steps):
     )
 
 
+def decoupled_weight_decay(l2, momentum=MOMENTUM):
+    """Keras's `weight_decay` that shrinks weights as an L2 penalty does.
+
+    Keras optimizers decay decoupled, `w -= learning_rate * weight_decay * w`
+    each step. The papers' L2 term adds `l2 * w` to the gradient instead,
+    which momentum accumulates into `learning_rate * l2 / (1 - momentum) * w`
+    per step. Passing the papers' 1e-4 straight to Keras would decay 10x
+    more weakly than their recipe at momentum 0.9.
+    """
+    return l2 / (1.0 - momentum)
+
+
 def make_optimizer(args, steps_per_epoch, peak_learning_rate):
-    """SGD with Nesterov momentum, decoupled weight decay (not on norm
-    parameters or biases) and the warm-up + cosine schedule."""
+    """SGD with Nesterov momentum, weight decay (not on norm parameters or
+    biases) equivalent to the L2 `--weight-decay`, and the warm-up + cosine
+    schedule."""
     total = args.epochs * steps_per_epoch
     optimizer = keras.optimizers.SGD(
         warmup_cosine(peak_learning_rate, total,
                       args.warmup_epochs * steps_per_epoch),
-        momentum=0.9, nesterov=True, weight_decay=args.weight_decay,
+        momentum=MOMENTUM, nesterov=True,
+        weight_decay=decoupled_weight_decay(args.weight_decay),
     )
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
@@ -188,7 +207,9 @@ def run(args, build_model, train_ds, eval_ds, train_examples,
         compile_model(model, args, steps_per_epoch, learning_rate)
         print(f"{model.name}: {model.count_params():,} parameters, "
               f"{args.epochs} epochs x {steps_per_epoch} steps of "
-              f"{args.batch_size}, peak learning rate {learning_rate:g}")
+              f"{args.batch_size}, peak learning rate {learning_rate:g}, "
+              f"L2 weight decay {args.weight_decay:g} (Keras decoupled "
+              f"{decoupled_weight_decay(args.weight_decay):g})")
         fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
                          args.eval_steps)
     if args.export_dir and writes_outputs:
