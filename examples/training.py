@@ -66,8 +66,13 @@ def common_parser(description, batch_size, epochs, warmup_epochs,
     parser.add_argument("--model-dir", default=None,
                         help="checkpoints + TensorBoard logs; a rerun with "
                         "the same flags resumes after an interrupt")
-    parser.add_argument("--export-dir", default=None,
-                        help="export a TF Serving SavedModel here at the end")
+    parser.add_argument("--export-dir", default="saved_models",
+                        help="TF Serving model root: the trained model is "
+                        "exported to EXPORT_DIR/<model name>/1 at the end "
+                        "(default: saved_models)")
+    parser.add_argument("--no-export", dest="export_dir",
+                        action="store_const", const=None,
+                        help="do not export a SavedModel")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 

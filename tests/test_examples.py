@@ -34,6 +34,7 @@ def _run(script, args, tmp_path, xla_dump=None):
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), *args],
         env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,  # default outputs (saved_models/) land in tmp_path
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout
@@ -58,14 +59,15 @@ def cifar_folder(tmp_path_factory):
 def test_cifar_mock_data_trains_with_xla_and_exports(tmp_path):
     dump = tmp_path / "xla"
     out = _run("train_cifar.py",
-               ["--mock-data", "--batch-size", "8", *SMOKE,
-                "--export-dir", str(tmp_path / "export")],
+               ["--mock-data", "--batch-size", "8", *SMOKE],
                tmp_path, xla_dump=dump)
     assert "XLA: jit_compile=True" in out
     assert 0.0 <= _final_accuracy(out) <= 1.0
     # XLA really compiled the training step.
     assert any("one_step_on_data" in p.name for p in dump.iterdir())
-    served = tf.saved_model.load(str(tmp_path / "export" / "resnet20_frn" / "1"))
+    # Exported by default to saved_models/ in the working directory.
+    served = tf.saved_model.load(
+        str(tmp_path / "saved_models" / "resnet20_frn" / "1"))
     probs = served.signatures["serving_default"](
         images=tf.zeros((2, 32, 32, 3), tf.uint8))["probabilities"]
     assert probs.shape == (2, 10)
@@ -83,8 +85,10 @@ def test_cifar_resumes_from_model_dir_after_interrupt(tmp_path):
     model_dir = tmp_path / "run"
     common = ["--mock-data", "--batch-size", "8", "--steps-per-epoch", "2",
               "--eval-steps", "1", "--model-dir", str(model_dir)]
-    first = _run("train_cifar.py", [*common, "--epochs", "1"], tmp_path)
+    first = _run("train_cifar.py", [*common, "--epochs", "1", "--no-export"],
+                 tmp_path)
     assert "final test accuracy" in first
+    assert not (tmp_path / "saved_models").exists()
     # A second run asked for 2 epochs starts at epoch 2, from the backup.
     second = _run("train_cifar.py", [*common, "--epochs", "2"], tmp_path)
     assert "Epoch 2/2" in second and "Epoch 1/2" not in second
@@ -104,7 +108,7 @@ def test_cifar_channels_first_mixed_precision_without_xla(tmp_path):
 def test_imagenet_mock_data_trains_fused(tmp_path):
     out = _run("train_imagenet.py",
                ["--mock-data", "--image-size", "32", "--batch-size", "4",
-                "--fuse-frn-tlu", *SMOKE], tmp_path)
+                "--fuse-frn-tlu", "--no-export", *SMOKE], tmp_path)
     assert "resnet_v2_50_frn" in out and "XLA: jit_compile=True" in out
     # ResNetV2-50 is pre-activation: every one of its 49 FRNs feeds a TLU.
     assert "fused 49 FRN -> TLU pairs" in out
@@ -119,7 +123,8 @@ def test_imagenet_builds_from_manual_dir_and_trains(tmp_path):
                ["--manual-dir", str(IMAGENET_MANUAL),
                 "--data-dir", str(tmp_path / "tfds"),
                 "--train-split", "train[10%:]", "--eval-split", "train[:10%]",
-                "--image-size", "32", "--batch-size", "8", *SMOKE],
+                "--image-size", "32", "--batch-size", "8", "--no-export",
+                *SMOKE],
                tmp_path)
     assert "final test accuracy" in out
     assert (tmp_path / "tfds" / "imagenet2012").is_dir()
