@@ -62,13 +62,14 @@ def tlu_forward(x, axis, tau, alpha=None):
 
 
 def tlu_backward(x, axis, tau, alpha, upstream):
-    """Returns `dict(x=, tau=[, alpha=])`; assumes no ties."""
+    """Returns `dict(x=, tau=[, alpha=])`. Ties go to `x`, as in
+    TensorFlow's gradient of `maximum`."""
     x = np.asarray(x, np.float64)
     _, not_channel, shape = _axes(x, axis)
     t = tau.reshape(shape)
     a = 0.0 if alpha is None else alpha.reshape(shape)
     other = a * x + t
-    x_wins = x > other
+    x_wins = x >= other
     w = upstream
     grads = {
         "x": np.where(x_wins, w, w * a),

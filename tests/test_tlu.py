@@ -86,6 +86,49 @@ def test_mixed_precision(policy):
     )
 
 
+@pytest.mark.all_backends
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_gradients_sum_tau_in_float32(policy):
+    compute = policy.split("_")[1]
+    rng = np.random.default_rng(5)
+    # float32 values exact in the compute dtype (the layer casts them to it).
+    x = rng.normal(size=(16, 16, 16, 3)).astype(compute).astype("float32")
+    upstream = rng.uniform(0.5, 1.5, size=x.shape).astype(compute).astype(
+        "float32")
+    layer, tau, _ = _random_tlu(x.shape, -1, False, dtype=policy)
+
+    _, grads = harness.outputs_and_gradients(layer, x, upstream)
+
+    # 4096 positions per channel: dtau is a sum of about 4000.
+    expected = ref.tlu_backward(
+        x.astype(np.float64), -1, tau.astype(compute).astype(np.float64),
+        None, upstream.astype(np.float64))
+    # dtau reaches the float32 variable through the cast of tau to the
+    # compute dtype, so it is rounded once to that dtype: within half an
+    # ulp of the exact sum. A sum accumulated in that dtype is not.
+    half_ulp = {"float16": 2.0**-11, "bfloat16": 2.0**-8}[compute]
+    harness.assert_allclose(grads["tau"].astype(np.float64), expected["tau"],
+                            rtol=half_ulp, atol=0, err_msg="tau")
+    harness.assert_allclose(grads["x"].astype(np.float64), expected["x"],
+                            rtol=0, atol=0, err_msg="x")
+
+
+@pytest.mark.all_backends
+def test_ties_send_the_gradient_to_x():
+    tau = np.array([0.5, -1.0])
+    x = np.array([[0.5, -1.0], [0.5, 2.0], [0.0, -1.0]])  # ties at tau
+    upstream = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    layer = TLU(dtype="float64")
+    layer.build(x.shape)
+    layer.tau.assign(tau)
+
+    _, grads = harness.outputs_and_gradients(layer, x, upstream)
+
+    np.testing.assert_array_equal(
+        grads["x"], [[1.0, 2.0], [3.0, 4.0], [0.0, 6.0]])
+    np.testing.assert_array_equal(grads["tau"], [5.0, 0.0])
+
+
 def test_training_equals_inference_and_xla_equals_eager():
     x = np.random.default_rng(4).normal(size=(3, 4, 6)).astype("float32")
     layer, _, _ = _random_tlu(x.shape, -1, True, dtype="float32")

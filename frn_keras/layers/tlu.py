@@ -11,6 +11,7 @@ from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._tlu_math import thresholded_linear
 
 
 @keras.saving.register_keras_serializable(package="frn_keras")
@@ -95,6 +96,7 @@ class TLU(keras.layers.Layer):
             self.axis, input_shape, self.name
         )
         rank = len(input_shape)
+        self._channel_axis = axis
         self.input_spec = keras.layers.InputSpec(
             ndim=rank, axes={axis: channels}
         )
@@ -119,7 +121,7 @@ class TLU(keras.layers.Layer):
     def call(self, inputs):
         tau = per_channel(self.tau, inputs.dtype, self._broadcast_shape)
         if self.alpha is None:
-            return ops.maximum(inputs, tau)
+            return thresholded_linear(inputs, tau, self._channel_axis)
         alpha = per_channel(self.alpha, inputs.dtype, self._broadcast_shape)
         return ops.maximum(inputs, alpha * inputs + tau)
 

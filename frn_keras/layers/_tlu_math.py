@@ -1,0 +1,45 @@
+"""TLU's `max(x, tau)` with a hand-written gradient.
+
+Autodiff of `maximum` writes two masked copies of the incoming gradient,
+`where(x >= tau, dz, 0)` for `x` and `where(x < tau, dz, 0)` to be summed
+into `dtau`, and XLA:CPU materializes the second before reducing it. This
+gradient writes `dtau` as `sum(dz) - sum(dx)` instead. In a residual network
+the layer before a TLU that follows an addition is FRN, whose `dbeta` is the
+same `sum(dx)`, so XLA computes that sum once, and `dz` is reduced as it is
+(README, "Performance": `benchmarks/hlo_traffic.py`).
+
+Ties `x == tau` send the gradient to `x`, as TensorFlow's gradient of
+`maximum` does. The sums are taken in float32 for float16 / bfloat16 inputs.
+"""
+
+from keras import ops
+
+from frn_keras.layers._dtypes import statistics_dtype
+
+
+def thresholded_linear(x, tau, channel_axis):
+    """`max(x, tau)` with the gradient above.
+
+    Args:
+        x: Input tensor.
+        tau: Per-channel threshold in `x`'s dtype, shaped to broadcast
+            against `x`.
+        channel_axis: Non-negative index of the channel axis of `x`.
+    """
+    reduce_axes = tuple(i for i in range(len(x.shape)) if i != channel_axis)
+    sum_dtype = statistics_dtype(x.dtype)
+
+    def channel_sum(t):
+        return ops.sum(ops.cast(t, sum_dtype), axis=reduce_axes, keepdims=True)
+
+    @ops.custom_gradient
+    def forward(x, tau):
+        def grad(*args, upstream=None):
+            dz = args[-1] if upstream is None else upstream
+            dx = ops.where(x >= tau, dz, ops.zeros_like(dz))
+            dtau = channel_sum(dz) - channel_sum(dx)
+            return dx, ops.reshape(ops.cast(dtau, tau.dtype), ops.shape(tau))
+
+        return ops.maximum(x, tau), grad
+
+    return forward(x, tau)
