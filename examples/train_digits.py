@@ -98,7 +98,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak learning rate (default 0.05 x batch / 32, "
+                        "the linear scaling rule of the other examples)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-jit-compile", dest="jit_compile", action="store_false",
@@ -114,8 +116,10 @@ def main(argv=None):
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.learning_rate is None:
+        args.learning_rate = 0.05 * args.batch_size / 32
     if not args.learning_rate > 0:
-        parser.error("--learning-rate must be > 0")
+        parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
 
     start = time.perf_counter()
     data = load_digits_split(seed=args.seed)
