@@ -55,8 +55,9 @@ def test_train_step_benchmark_quick(tmp_path):
 
 def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
     rows, stdout = _run("hlo_traffic.py", ["--batch", "2", "--norms", "bn",
-                                           "frn_fused"], tmp_path)
-    assert [r["norm"] for r in rows] == ["bn", "frn_fused"]
+                                           "frn_fused", "frn_fused_relu"],
+                        tmp_path)
+    assert [r["norm"] for r in rows] == ["bn", "frn_fused", "frn_fused_relu"]
     # ResNet-20's 21 convolutions write their outputs in both models, and
     # the backward pass adds more; the normalizations differ only elsewhere.
     conv = {(r["conv_writes"], r["conv_written_mib"]) for r in rows}
@@ -65,6 +66,30 @@ def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
                          "other_traffic_vs_bn") for r in rows)
     assert float(rows[0]["other_traffic_vs_bn"]) == 1.0
     assert "| resnet20 b2 | frn_fused |" in stdout
+
+
+def test_relu_ablation_swaps_only_the_standalone_tlus():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from zoo import build_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import keras
+
+    import frn_keras
+
+    fused = build_model("resnet20", "frn_fused", 32)
+    ablation = build_model("resnet20", "frn_fused_relu", 32)
+
+    def count(model, kind):
+        return sum(isinstance(layer, kind) for layer in model.layers)
+
+    # ResNet-20: 9 TLUs after residual additions stay standalone when fused.
+    assert count(fused, frn_keras.TLU) == 9
+    assert count(ablation, frn_keras.TLU) == 0
+    assert count(ablation, keras.layers.ReLU) == 9
+    assert count(ablation, frn_keras.FilterResponseNormalizationTLU) == (
+        count(fused, frn_keras.FilterResponseNormalizationTLU))
 
 
 def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
