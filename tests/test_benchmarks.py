@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+from tests.example_modules import load_benchmark
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -69,17 +71,13 @@ def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
 
 
 def test_relu_ablation_swaps_only_the_standalone_tlus():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from zoo import build_model
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     import keras
 
     import frn_keras
 
-    fused = build_model("resnet20", "frn_fused", 32)
-    ablation = build_model("resnet20", "frn_fused_relu", 32)
+    zoo = load_benchmark("zoo")
+    fused = zoo.build_model("resnet20", "frn_fused", 32)
+    ablation = zoo.build_model("resnet20", "frn_fused_relu", 32)
 
     def count(model, kind):
         return sum(isinstance(layer, kind) for layer in model.layers)
