@@ -12,18 +12,12 @@ import pytest
 import tensorflow as tf
 
 from tests.loopback_cluster import worker_tf_configs
+from tests.shared_data import CIFAR_TAR
+from tests.shared_data import IMAGENET_MANUAL
+from tests.shared_data import needs_cifar
+from tests.shared_data import needs_imagenet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-CIFAR_TAR = SHARED_DATA / "cifar10-jpeg.tar.gz"
-IMAGENET_MANUAL = SHARED_DATA / "imagenet2012-manual-tiny"
-
-needs_cifar = pytest.mark.skipif(
-    not CIFAR_TAR.exists(),
-    reason=f"real CIFAR-10 JPEG copy not found at {CIFAR_TAR}")
-needs_imagenet = pytest.mark.skipif(
-    not (IMAGENET_MANUAL / "ILSVRC2012_img_train.tar").exists(),
-    reason=f"tiny ImageNet manual archives not found in {IMAGENET_MANUAL}")
 
 
 def _run(script, args, tmp_path, xla_dump=None):

@@ -4,7 +4,6 @@ and on the real copy in ../shared/data."""
 
 import io
 import itertools
-import pathlib
 import tarfile
 
 import numpy as np
@@ -12,11 +11,11 @@ import pytest
 from PIL import Image
 
 from tests.example_modules import load_example
+from tests.shared_data import CIFAR_TAR
+from tests.shared_data import needs_cifar
 
 jpeg_quality = load_example("jpeg_quality")
 
-CIFAR_TAR = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-             / "cifar10-jpeg.tar.gz")
 # Pillow's `subsampling` argument: 0 is 4:4:4, 1 is 4:2:2, 2 is 4:2:0.
 PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
@@ -105,8 +104,7 @@ def test_main_rejects_bad_arguments(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not CIFAR_TAR.exists(),
-                    reason=f"real CIFAR-10 JPEG copy not found at {CIFAR_TAR}")
+@needs_cifar
 def test_shared_cifar10_copy_is_quality_75_with_420_chroma():
     # README's caveat: the first 500 files of the archive.
     with tarfile.open(CIFAR_TAR) as tar:
