@@ -108,15 +108,26 @@ def copy_bandwidth(repeats, jit_compile, inner):
     return 2 * x.shape[0] * 4 * inner / statistics.median(times)
 
 
+def wait_for_devices():
+    """Blocks until the GPU has finished its queued kernels: a GPU call
+    returns once its kernels are enqueued, so without this the clock would
+    stop before they ran. CPU calls already return finished (a no-op here,
+    so CPU timings stay comparable with earlier runs)."""
+    if tf.config.list_physical_devices("GPU"):
+        tf.test.experimental.sync_devices()
+
+
 def measure(steps, repeats, warmup=3):
     for step in steps.values():
         for _ in range(warmup):
             step()
+    wait_for_devices()
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():  # interleaved
             start = time.perf_counter()
             step()
+            wait_for_devices()
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -129,3 +129,27 @@ def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
     _, again = _run("batch_size_study.py",
                     ["--quick", "--steps", "10", "--seeds", "2"], tmp_path)
     assert "[1/6]" not in again and "seed 0 lr" not in again
+
+
+def test_layer_timings_wait_for_the_gpu_before_stopping_the_clock(
+        monkeypatch):
+    # A GPU call returns once its kernels are queued; a timing that stops the
+    # clock then measures the queueing. Pretend a GPU is present and check
+    # that every timed call is followed by a device sync inside its timing.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    layers = load_benchmark("layers")
+    events = []
+    monkeypatch.setattr(layers.tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    monkeypatch.setattr(layers.tf.test.experimental, "sync_devices",
+                        lambda: events.append("sync"))
+    clock = iter(range(1000))
+    monkeypatch.setattr(layers.time, "perf_counter",
+                        lambda: events.append("clock") or next(clock))
+    times = layers.measure({"a": lambda: events.append("a"),
+                            "b": lambda: events.append("b")},
+                           repeats=2, warmup=1)
+    timed = events[events.index("clock"):]
+    assert timed == ["clock", "a", "sync", "clock",
+                     "clock", "b", "sync", "clock"] * 2
+    assert len(times["a"]) == len(times["b"]) == 2
