@@ -10,7 +10,13 @@ unfolded model), loads them as a server
 would, and times the `serving_default` signature at batch 1 and 32,
 interleaved, median of `--repeats` calls after a warm-up.
 
+With `--xla`, each model is also exported with its forward pass compiled
+by XLA (`<name>_xla`: a `jit_compile=True` function in the SavedModel, as
+TF Serving runs only with its experimental `--xla_cpu_compilation_enabled`
+flag), and the outputs are checked equal to the plain export's.
+
     python benchmarks/inference.py                 # ResNet-20, CIFAR size
+    python benchmarks/inference.py --xla --batches 1 8 32
     python benchmarks/inference.py --model resnet_v2_50 --image-size 224
 
 Writes `<out>.csv` (default benchmarks/results/inference_<device>_<model>).
@@ -91,12 +97,38 @@ def fold_batch_norm(model):
     return folded
 
 
+def export_xla(model, path, image_size):
+    """Saves `model` with a `serving_default` signature like
+    `export_for_serving`'s outputs, its forward pass compiled by XLA."""
+
+    @tf.function(jit_compile=True)
+    def forward(images):
+        logits = tf.cast(model(tf.cast(images, tf.float32), training=False),
+                         tf.float32)
+        probabilities = tf.nn.softmax(logits)
+        return probabilities, tf.argmax(probabilities, -1, tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        [None, image_size, image_size, 3], tf.uint8, name="images")])
+    def serve(images):
+        probabilities, classes = forward(images)
+        return {"probabilities": probabilities, "classes": classes}
+
+    module = tf.Module()
+    module.variables_ = list(model.variables)
+    module.serve = serve
+    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--xla", action="store_true",
+                        help="also time each model compiled by XLA")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.repeats < 3 or min(args.batches) < 1 or args.image_size < 32:
@@ -125,6 +157,18 @@ def main(argv=None):
             path = export_for_serving(model, base, name, verbose=False)
             signatures[name] = tf.saved_model.load(path).signatures[
                 "serving_default"]
+            if args.xla:
+                path = export_xla(model, os.path.join(base, f"{name}_xla"),
+                                  args.image_size)
+                signatures[f"{name}_xla"] = tf.saved_model.load(
+                    path).signatures["serving_default"]
+        images = tf.constant(check.astype(np.uint8))
+        for name in list(signatures) if args.xla else []:
+            if name.endswith("_xla"):
+                np.testing.assert_allclose(
+                    signatures[name](images=images)["probabilities"],
+                    signatures[name[:-4]](images=images)["probabilities"],
+                    rtol=1e-4, atol=1e-5)
         rows = []
         for batch in args.batches:
             images = tf.constant(rng.integers(

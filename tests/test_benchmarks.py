@@ -91,12 +91,13 @@ def test_relu_ablation_swaps_only_the_standalone_tlus():
 
 
 def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
-    # The script itself asserts the folded model equals the BN model.
-    rows, stdout = _run("inference.py", ["--repeats", "3", "--batches", "2"],
-                        tmp_path)
+    # The script itself asserts the folded model equals the BN model, and
+    # each XLA export's probabilities equal the plain export's.
+    rows, stdout = _run("inference.py", ["--repeats", "3", "--batches", "2",
+                                         "--xla"], tmp_path)
     assert "folded BN model: 0 BatchNormalization layers left" in stdout
-    assert {r["variant"] for r in rows} == {"frn", "frn_fused", "bn",
-                                            "bn_folded"}
+    plain = {"frn", "frn_fused", "bn", "bn_folded"}
+    assert {r["variant"] for r in rows} == plain | {f"{v}_xla" for v in plain}
     assert all(_positive(r, "median_ms", "vs_bn_folded") for r in rows)
 
 
