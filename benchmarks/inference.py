@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from frn_keras._graph import producer  # noqa: E402
+from frn_keras.export import _serving_function  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -98,23 +99,17 @@ def fold_batch_norm(model):
 
 
 def export_xla(model, path, image_size):
-    """Saves `model` with a `serving_default` signature like
-    `export_for_serving`'s outputs, its forward pass compiled by XLA (and
-    without that export's run-time check of the input shape, an op XLA
-    would drop)."""
-
-    @tf.function(jit_compile=True)
-    def forward(images):
-        logits = tf.cast(model(tf.cast(images, tf.float32), training=False),
-                         tf.float32)
-        probabilities = tf.nn.softmax(logits)
-        return probabilities, tf.argmax(probabilities, -1, tf.int64)
+    """Saves `model` with `export_for_serving`'s serving function, compiled
+    by XLA (which drops that function's run-time check of the input shape:
+    XLA compiles `Assert` to nothing)."""
+    forward = tf.function(
+        _serving_function(model, True, image_size, image_size),
+        jit_compile=True)
 
     @tf.function(input_signature=[tf.TensorSpec(
         [None, image_size, image_size, 3], tf.uint8, name="images")])
     def serve(images):
-        probabilities, classes = forward(images)
-        return {"probabilities": probabilities, "classes": classes}
+        return forward(images)
 
     module = tf.Module()
     module.variables_ = list(model.variables)
