@@ -108,26 +108,28 @@ def copy_bandwidth(repeats, jit_compile, inner):
     return 2 * x.shape[0] * 4 * inner / statistics.median(times)
 
 
-def wait_for_devices():
-    """Blocks until the GPU has finished its queued kernels: a GPU call
-    returns once its kernels are enqueued, so without this the clock would
-    stop before they ran. CPU calls already return finished (a no-op here,
-    so CPU timings stay comparable with earlier runs)."""
+def device_sync():
+    """What to call after a timed call before stopping the clock: a GPU call
+    returns once its kernels are queued, so the GPU must be synced first.
+    CPU calls return finished: nothing to call (CPU timings stay comparable
+    with earlier runs)."""
     if tf.config.list_physical_devices("GPU"):
-        tf.test.experimental.sync_devices()
+        return tf.test.experimental.sync_devices
+    return lambda: None
 
 
 def measure(steps, repeats, warmup=3):
+    sync = device_sync()  # decided once, outside the timed calls
     for step in steps.values():
         for _ in range(warmup):
             step()
-    wait_for_devices()
+    sync()
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():  # interleaved
             start = time.perf_counter()
             step()
-            wait_for_devices()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
