@@ -38,6 +38,8 @@ import tensorflow as tf  # noqa: E402
 from frn_keras._graph import producer  # noqa: E402
 from frn_keras.export import _serving_function  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
+from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
+from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -107,14 +109,14 @@ def export_xla(model, path, image_size):
         jit_compile=True)
 
     @tf.function(input_signature=[tf.TensorSpec(
-        [None, image_size, image_size, 3], tf.uint8, name="images")])
+        [None, image_size, image_size, 3], tf.uint8, name=INPUT_NAME)])
     def serve(images):
         return forward(images)
 
     module = tf.Module()
     module.variables_ = list(model.variables)
     module.serve = serve
-    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+    tf.saved_model.save(module, path, signatures={SIGNATURE_NAME: serve})
     return path
 
 
