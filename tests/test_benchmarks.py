@@ -101,6 +101,29 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     assert all(_positive(r, "median_ms", "vs_bn_folded") for r in rows)
 
 
+def test_folding_check_holds_for_a_deep_model_and_catches_a_wrong_fold(
+        monkeypatch):
+    import keras
+    import numpy as np
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    inference = load_benchmark("inference")
+    zoo = load_benchmark("zoo")
+    bn = zoo.build_model("resnet_v2_50", "bn", 32)
+    inference.randomize(bn, seed=0)
+    folded = inference.fold_batch_norm(bn)
+    images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3))
+    # Logits in the hundreds: an absolute tolerance of 1e-4 failed here.
+    inference.check_folded(bn, folded, images)
+    conv = next(layer for layer in folded.layers
+                if isinstance(layer, keras.layers.Conv2D) and layer.use_bias)
+    kernel, bias = conv.get_weights()
+    conv.set_weights([kernel, bias + 0.01])
+    with pytest.raises(AssertionError):
+        inference.check_folded(bn, folded, images)
+
+
 def test_graph_ops_benchmark_times_every_kernel_at_every_shape(tmp_path):
     rows, stdout = _run("graph_ops.py", ["--chain", "2", "--repeats", "3"],
                         tmp_path)
