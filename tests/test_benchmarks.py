@@ -8,6 +8,9 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from tests.example_modules import load_benchmark
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -104,8 +107,6 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
 def test_folding_check_holds_for_a_deep_model_and_catches_a_wrong_fold(
         monkeypatch):
     import keras
-    import numpy as np
-    import pytest
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     inference = load_benchmark("inference")
