@@ -162,23 +162,24 @@ def main(argv=None):
                             ("bn", bn), ("bn_folded", bn_folded)]:
             path = export_for_serving(model, base, name, verbose=False)
             signatures[name] = tf.saved_model.load(path).signatures[
-                "serving_default"]
+                SIGNATURE_NAME]
             if args.xla:
                 path = export_xla(model, os.path.join(base, f"{name}_xla"),
                                   args.image_size)
                 signatures[f"{name}_xla"] = tf.saved_model.load(
-                    path).signatures["serving_default"]
-        images = tf.constant(check.astype(np.uint8))
+                    path).signatures[SIGNATURE_NAME]
+        feed = {INPUT_NAME: tf.constant(check.astype(np.uint8))}
         for name in [n for n in signatures if n.endswith("_xla")]:
             np.testing.assert_allclose(
-                signatures[name](images=images)["probabilities"],
-                signatures[name[:-4]](images=images)["probabilities"],
+                signatures[name](**feed)["probabilities"],
+                signatures[name[:-4]](**feed)["probabilities"],
                 rtol=1e-4, atol=1e-5)
         rows = []
         for batch in args.batches:
-            images = tf.constant(rng.integers(
-                0, 256, (batch, args.image_size, args.image_size, 3)), tf.uint8)
-            calls = {name: (lambda s=s: s(images=images)["classes"].numpy())
+            feed = {INPUT_NAME: tf.constant(rng.integers(
+                0, 256, (batch, args.image_size, args.image_size, 3)),
+                tf.uint8)}
+            calls = {name: (lambda s=s: s(**feed)["classes"].numpy())
                      for name, s in signatures.items()}
             for call in calls.values():
                 for _ in range(5):
