@@ -6,7 +6,9 @@ Throughput: every configuration is built in one process and timed
 interleaved (round r times `--steps` calls of `train_on_batch` for each
 configuration before round r + 1), after a warm-up; medians over the rounds.
 The ratio to BN is the median of the per-round ratios (each configuration
-against the BN run of the same round), with their min and max.
+against the BN run of the same round), with a 95% confidence interval for
+that median (`median_interval.py`; needs >= 6 rounds) and the rounds' min
+and max; the CSV keeps every round's ratio.
 Peak memory: each configuration is run again, alone, in a fresh process, and
 its peak resident set size (CPU) or peak device memory (GPU) is reported.
 
@@ -19,6 +21,7 @@ Writes `<out>.csv` (default benchmarks/results/train_step_<device>_<model>).
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -34,6 +37,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -93,6 +97,11 @@ def memory_probe(spec):
     model, x, y = build(model_name, norm, image_size, batch, jit)
     run_steps(model, x, y, steps + 2)
     print(peak_memory_mib())
+
+
+def interval_text(row):
+    low, high = row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"]
+    return "n/a (< 6 rounds)" if math.isnan(low) else f"{low:.2f}-{high:.2f}"
 
 
 def main(argv=None):
@@ -166,16 +175,20 @@ def main(argv=None):
         row["step_vs_bn"] = statistics.median(ratios)
         row["step_vs_bn_min"] = min(ratios)
         row["step_vs_bn_max"] = max(ratios)
+        interval = median_interval(ratios) or (math.nan, math.nan)
+        row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"] = interval
+        row["step_vs_bn_rounds"] = " ".join(f"{r:.4f}" for r in ratios)
     write_csv(out, rows)
     print("\n| model | norm | XLA | images/s | step ms | step / BN step "
-          "(rounds' min-max) | spread | peak memory MiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "(rounds' min-max) | 95% CI | spread | peak memory MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['model']} b{r['batch']} {r['image_size']}px "
               f"{r['precision']} | {r['norm']} | {r['xla']} | "
               f"{r['images_per_s']:.0f} | {r['step_ms']:.1f} | "
               f"{r['step_vs_bn']:.2f} ({r['step_vs_bn_min']:.2f}-"
-              f"{r['step_vs_bn_max']:.2f}) | {r['spread']:.0%} | "
+              f"{r['step_vs_bn_max']:.2f}) | {interval_text(r)} | "
+              f"{r['spread']:.0%} | "
               f"{r['peak_memory_mib']:.0f} |")
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, TF "
           f"{tf.__version__}, Keras {keras.__version__}; wrote {out}.csv")

@@ -56,6 +56,14 @@ def test_train_step_benchmark_quick(tmp_path):
                for k in ("step_vs_bn", "step_vs_bn_min", "step_vs_bn_max"))
     assert all(float(r["step_vs_bn_min"]) <= float(r["step_vs_bn"])
                <= float(r["step_vs_bn_max"]) for r in rows)
+    for r in rows:
+        # Every round's ratio is kept, and the median is theirs.
+        rounds = [float(v) for v in r["step_vs_bn_rounds"].split()]
+        assert len(rounds) == 2
+        assert float(r["step_vs_bn"]) == pytest.approx(np.median(rounds),
+                                                       abs=1e-4)
+        # Two rounds are too few for a 95% interval of the median.
+        assert math.isnan(float(r["step_vs_bn_ci95_low"]))
 
 
 def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):

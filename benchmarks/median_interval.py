@@ -1,0 +1,41 @@
+"""A confidence interval for a median that assumes no distribution (shared
+by the scripts).
+
+Timings on a shared host are skewed and jump between slow and fast spells,
+so a mean +- standard error is misleading. The sign test's interval needs
+only independent draws: the population median lies below the k-th smallest
+of n values with probability P(B < k), B ~ Binomial(n, 1/2), and above the
+k-th largest with the same probability. So `[x_(k), x_(n+1-k)]` covers it
+with probability at least `1 - 2 P(B <= k - 1)`, and k is the largest that
+keeps this at or above the level. (W. J. Conover, "Practical Nonparametric
+Statistics", 3rd ed., section 3.2.)
+"""
+
+import math
+
+
+def _binomial_half_cdf(k, n):
+    """P(B <= k) for B ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_interval(values, level=0.95):
+    """`(low, high)`, an interval that covers the median of the distribution
+    the values were drawn from with probability >= `level`; `None` when there
+    are too few values for that level (fewer than 6 at 0.95).
+
+    Args:
+        values: Independent draws (for example, per-round timing ratios).
+        level: Coverage probability, in (0, 1).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"Argument `level` must be in (0, 1). "
+                         f"Received: level={level!r}")
+    ordered = sorted(values)
+    n = len(ordered)
+    k = 0
+    while k + 1 <= n // 2 and 2 * _binomial_half_cdf(k, n) <= 1 - level:
+        k += 1
+    if k == 0:
+        return None
+    return ordered[k - 1], ordered[n - k]
