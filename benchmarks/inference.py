@@ -8,7 +8,10 @@ on the input). This script exports three SavedModels with
 fused, BN as trained, BN folded into its convolutions, checked equal to the
 unfolded model), loads them as a server
 would, and times the `serving_default` signature at batch 1 and 32,
-interleaved, median of `--repeats` calls after a warm-up.
+interleaved, median of `--repeats` calls after a warm-up. The goal's
+ratio, the faster FRN export against the faster folded-BN export, is the
+median of the per-call ratios (the two calls of one repeat ran back to back),
+with a 95% confidence interval (`median_interval.py`; needs >= 6 repeats).
 
 With `--xla`, each model is also exported with its forward pass compiled
 by XLA (`<name>_xla`: a `jit_compile=True` function in the SavedModel, as
@@ -40,6 +43,7 @@ from frn_keras.export import _serving_function  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
+from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -129,6 +133,22 @@ def export_xla(model, path, image_size):
     return path
 
 
+def best_against_best(times, batch):
+    """The goal's comparison at one batch size: the FRN export with the
+    lowest median time against the folded-BN export with the lowest, as the
+    median of their per-repeat ratios with its 95% interval."""
+    def fastest(names):
+        return min(names, key=lambda n: statistics.median(times[n]))
+
+    frn = fastest([n for n in times if n.startswith("frn")])
+    bn = fastest([n for n in times if n.startswith("bn_folded")])
+    ratios = [f / b for f, b in zip(times[frn], times[bn])]
+    low, high = median_interval(ratios) or (None, None)
+    return {"batch": batch, "frn_variant": frn, "bn_variant": bn,
+            "ratio": statistics.median(ratios), "ci95_low": low,
+            "ci95_high": high}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
@@ -174,7 +194,7 @@ def main(argv=None):
                 signatures[name](**feed)["probabilities"],
                 signatures[name[:-4]](**feed)["probabilities"],
                 rtol=1e-4, atol=1e-5)
-        rows = []
+        rows, best_rows = [], []
         for batch in args.batches:
             feed = {INPUT_NAME: tf.constant(rng.integers(
                 0, 256, (batch, args.image_size, args.image_size, 3)),
@@ -198,15 +218,28 @@ def main(argv=None):
                              "image_size": args.image_size, "batch": batch,
                              "variant": name, "median_ms": median * 1e3,
                              "spread": (q3 - q1) / median,
-                             "vs_bn_folded": median / folded})
+                             "vs_bn_folded": median / folded,
+                             "calls_ms": " ".join(f"{t * 1e3:.3f}"
+                                                  for t in values)})
+            best_rows.append(best_against_best(times, batch))
     write_csv(out, rows)
+    write_csv(out + "_best", best_rows)
     print("\n| model | batch | variant | median ms | spread | vs BN folded |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['model']} {r['image_size']}px | {r['batch']} | "
               f"{r['variant']} | {r['median_ms']:.2f} | {r['spread']:.0%} | "
               f"{r['vs_bn_folded']:.2f} |")
-    print(f"\nTF {tf.__version__}, {os.cpu_count()} cores; wrote {out}.csv")
+    print("\n| batch | faster FRN export | faster folded-BN export | "
+          "median of per-call ratios | 95% CI |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in best_rows:
+        interval = ("n/a (< 6 repeats)" if r["ci95_low"] is None
+                    else f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}")
+        print(f"| {r['batch']} | {r['frn_variant']} | {r['bn_variant']} | "
+              f"{r['ratio']:.2f} | {interval} |")
+    print(f"\nTF {tf.__version__}, {os.cpu_count()} cores; wrote {out}.csv, "
+          f"{out}_best.csv")
 
 
 if __name__ == "__main__":

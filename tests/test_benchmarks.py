@@ -110,6 +110,40 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     plain = {"frn", "frn_fused", "bn", "bn_folded"}
     assert {r["variant"] for r in rows} == plain | {f"{v}_xla" for v in plain}
     assert all(_positive(r, "median_ms", "vs_bn_folded") for r in rows)
+    for r in rows:
+        calls = [float(v) for v in r["calls_ms"].split()]
+        assert len(calls) == 3
+        assert float(r["median_ms"]) == pytest.approx(np.median(calls),
+                                                      abs=1e-3)
+    with open(tmp_path / "result_best.csv") as f:
+        (best,) = list(csv.DictReader(f))
+    assert best["batch"] == "2"
+    assert best["frn_variant"].startswith("frn")
+    assert best["bn_variant"].startswith("bn_folded")
+    assert best["ci95_low"] == ""  # 3 repeats: too few for an interval
+    assert "| 2 | frn" in stdout
+
+
+def test_best_against_best_pairs_the_fastest_exports_call_by_call(
+        monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    inference = load_benchmark("inference")
+    # The machine's slow spells, shared by every variant of a repeat.
+    slow_spells = np.array([1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 3.0, 1.0, 1.0, 1.0])
+    times = {
+        "frn": 2.0 * slow_spells, "frn_fused_xla": 1.2 * slow_spells,
+        "bn": 1.1 * slow_spells, "bn_folded": 1.05 * slow_spells,
+        "bn_folded_xla": 1.0 * slow_spells,
+    }
+    times["frn_fused_xla"][[2, 7]] *= 1.5  # two noisy calls of one export
+    best = inference.best_against_best(
+        {k: list(v) for k, v in times.items()}, batch=4)
+    assert (best["frn_variant"], best["bn_variant"]) == (
+        "frn_fused_xla", "bn_folded_xla")
+    # Paired, the slow spells cancel: 8 ratios of 1.2, two of 1.8.
+    assert best["ratio"] == pytest.approx(1.2)
+    # n = 10: the interval is the 2nd and 9th smallest ratios.
+    assert (best["ci95_low"], best["ci95_high"]) == pytest.approx((1.2, 1.8))
 
 
 def test_folding_check_holds_for_a_deep_model_and_catches_a_wrong_fold(
