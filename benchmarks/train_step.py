@@ -21,7 +21,6 @@ Writes `<out>.csv` (default benchmarks/results/train_step_<device>_<model>).
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -101,7 +100,7 @@ def memory_probe(spec):
 
 def interval_text(row):
     low, high = row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"]
-    return "n/a (< 6 rounds)" if math.isnan(low) else f"{low:.2f}-{high:.2f}"
+    return "n/a (< 6 rounds)" if low is None else f"{low:.2f}-{high:.2f}"
 
 
 def main(argv=None):
@@ -175,7 +174,7 @@ def main(argv=None):
         row["step_vs_bn"] = statistics.median(ratios)
         row["step_vs_bn_min"] = min(ratios)
         row["step_vs_bn_max"] = max(ratios)
-        interval = median_interval(ratios) or (math.nan, math.nan)
+        interval = median_interval(ratios) or (None, None)
         row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"] = interval
         row["step_vs_bn_rounds"] = " ".join(f"{r:.4f}" for r in ratios)
     write_csv(out, rows)
