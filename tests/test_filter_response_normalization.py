@@ -329,16 +329,21 @@ def test_gradients_without_center_or_scale_match_reference(center, scale):
     assert ("gamma" in grads) == scale and ("beta" in grads) == center
 
 
-def test_second_order_gradients_match_autodiff_of_the_formula():
-    # The analytic backward must itself be differentiable (e.g. for
-    # gradient penalties): compare a Hessian-vector product with autodiff
-    # of a plain TF composition of the same formula.
-    rng = np.random.default_rng(9)
-    shape = (2, 3, 4, 5)
-    x = tf.constant(rng.normal(size=shape))
-    v = tf.constant(rng.normal(size=shape))
-    w = tf.constant(rng.normal(size=shape))
-    layer, params = _random_frn(shape, -1, True)
+def _hessian_vector_product(f, x, v, w):
+    """d/dx of <d/dx sum(w * f(x)), v>."""
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            loss = tf.reduce_sum(w * f(x))
+        g = inner.gradient(loss, x)
+        gv = tf.reduce_sum(g * v)
+    return outer.gradient(gv, x)
+
+
+def _plain_frn(params):
+    """The formula as a plain TF composition (autodiff gives its
+    gradients), channels-last and rank 4."""
     gamma = tf.constant(params["gamma"])
     beta = tf.constant(params["beta"])
 
@@ -347,17 +352,43 @@ def test_second_order_gradients_match_autodiff_of_the_formula():
         eps = 1e-4 + abs(params["eps_learned"])
         return gamma * x * tf.math.rsqrt(nu2 + eps) + beta
 
-    def hvp(f):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                loss = tf.reduce_sum(w * f(x))
-            g = inner.gradient(loss, x)
-            gv = tf.reduce_sum(g * v)
-        return outer.gradient(gv, x).numpy()
+    return plain
 
-    np.testing.assert_allclose(hvp(layer), hvp(plain), rtol=1e-8, atol=1e-10)
+
+def test_second_order_gradients_match_autodiff_of_the_formula():
+    # The analytic backward must itself be differentiable (e.g. for
+    # gradient penalties): compare a Hessian-vector product with autodiff
+    # of a plain TF composition of the same formula.
+    rng = np.random.default_rng(9)
+    shape = (2, 3, 4, 5)
+    x, v, w = (tf.constant(rng.normal(size=shape)) for _ in range(3))
+    layer, params = _random_frn(shape, -1, True)
+    np.testing.assert_allclose(
+        _hessian_vector_product(layer, x, v, w).numpy(),
+        _hessian_vector_product(_plain_frn(params), x, v, w).numpy(),
+        rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("in_function", [False, True])
+def test_second_order_gradients_at_an_all_zero_channel(in_function):
+    # A dead channel (all zeros, as after a ReLU) has nu2 = 0. The
+    # Hessian-vector product must stay finite and match the formula's:
+    # TF's own gradient of the Euclidean norm that computes the sum of
+    # squares, x / norm, is NaN there.
+    rng = np.random.default_rng(12)
+    shape = (2, 3, 4, 5)
+    x = rng.normal(size=shape)
+    x[0, :, :, 2] = 0.0
+    x = tf.constant(x)
+    v, w = (tf.constant(rng.normal(size=shape)) for _ in range(2))
+    layer, params = _random_frn(shape, -1, True)
+    hvp = (tf.function(_hessian_vector_product) if in_function
+           else _hessian_vector_product)
+    result = hvp(layer, x, v, w).numpy()
+    assert np.isfinite(result).all()
+    np.testing.assert_allclose(
+        result, _hessian_vector_product(_plain_frn(params), x, v, w).numpy(),
+        rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("axis,spec", [(-1, (None, None, None, 6)),
@@ -401,3 +432,44 @@ def test_static_shapes_need_no_run_time_shape_ops():
     ops = [node.op for node in graph.node]
     assert not {"Shape", "StridedSlice", "Pack"} & set(ops), ops
     assert ops.count("Reshape") == 2, ops
+
+
+def test_graph_sums_squares_in_one_reduction():
+    # Without XLA, `sum(square(x))` writes x^2 to memory and reads it back;
+    # TF's Euclidean-norm reduction reads x once. The only Square left is
+    # that of the per-channel norm.
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
+    graph = tf.function(lambda x: model(x)).get_concrete_function(
+        tf.TensorSpec((None, 8, 8, 4))).graph.as_graph_def()
+    producers = {node.name: node.op for node in graph.node}
+    ops = [node.op for node in graph.node]
+    assert ops.count("EuclideanNorm") == 1 and "Sum" not in ops, ops
+    squares = [node for node in graph.node if node.op == "Square"]
+    assert squares and all(
+        producers[node.input[0].split(":")[0]] in ("EuclideanNorm",
+                                                   "IdentityN")
+        for node in squares), ops
+
+
+def _graph_ops_of_frn(jit_compile=False):
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
+    fn = tf.function(lambda x: model(x), jit_compile=jit_compile)
+    graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 4))).graph
+    return [node.op for node in graph.as_graph_def().node]
+
+
+def test_xla_graph_sums_squares_without_euclidean_norm():
+    # XLA has no EuclideanNorm kernel: a jit_compile function gets the sum.
+    ops = _graph_ops_of_frn(jit_compile=True)
+    assert "EuclideanNorm" not in ops and "Sum" in ops, ops
+
+
+def test_without_tensorflows_xla_marker_the_sum_is_plain(monkeypatch):
+    # If TF's internal marker of XLA tracing is ever gone, the layer must
+    # fall back to the sum that compiles everywhere.
+    from tensorflow.python.ops import control_flow_util
+    monkeypatch.delattr(control_flow_util, "GraphOrParentsInXlaContext")
+    ops = _graph_ops_of_frn()
+    assert "EuclideanNorm" not in ops and "Sum" in ops, ops

@@ -21,6 +21,8 @@ same formulas in float64 NumPy, checked against finite differences.)
 
 from keras import ops
 
+from frn_keras.layers._sum_of_squares import sum_of_squares
+
 
 def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                               tau=None):
@@ -55,7 +57,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         eps = epsilon
         if "eps_learned" in p:
             eps = eps + ops.abs(p["eps_learned"])
-        r = ops.rsqrt(spatial_sum(ops.square(x)) / n + eps)
+        r = ops.rsqrt(sum_of_squares(x, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
         y = x * s
         if "beta" in p:
@@ -92,3 +94,4 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         return z, grad
 
     return forward(x, *(value for _, value in weights if value is not None))
+
