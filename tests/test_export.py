@@ -182,24 +182,49 @@ def test_saved_model_cli_reports_the_signature(which, exported):
     assert "Method name is: tensorflow/serving/predict" in out
 
 
-@pytest.mark.parametrize("which", ["demo", "fresh"])
-def test_graph_uses_only_stock_tensorflow_ops(which, exported):
-    version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
+def _saved_model_ops(version_dir):
+    """The ops of a SavedModel's graph and of the functions it calls."""
     saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    saved_model.ParseFromString(
+        pathlib.Path(version_dir, "saved_model.pb").read_bytes())
     (meta_graph,) = saved_model.meta_graphs
     graph = meta_graph.graph_def
     ops = {node.op for node in graph.node}
     functions = {f.signature.name for f in graph.library.function}
     for function in graph.library.function:
         ops |= {node.op for node in function.node_def}
-    ops -= functions  # calls of the graph's own functions
+    return ops - functions, meta_graph  # less calls of its own functions
+
+
+@pytest.mark.parametrize("which", ["demo", "fresh"])
+def test_graph_uses_only_stock_tensorflow_ops(which, exported):
+    version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
+    ops, meta_graph = _saved_model_ops(version_dir)
     assert "Conv2D" in ops and "Rsqrt" in ops and "Maximum" in ops
     unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
     assert unknown == [], f"ops that stock TensorFlow lacks: {unknown}"
     assert meta_graph.signature_def["serving_default"].method_name == (
         "tensorflow/serving/predict"
     )
+
+
+def test_portable_copy_rewrites_euclidean_norm_and_keeps_outputs(
+        exported, digits, tmp_path):
+    # The served graph sums FRN's squares with EuclideanNorm (one pass over
+    # memory), which TFLite and ONNX lack; the converters' copy has none.
+    _, version_dir = exported
+    assert "EuclideanNorm" in _saved_model_ops(version_dir)[0]
+    path = converters.portable_copy(str(version_dir), str(tmp_path / "p"))
+    ops, meta_graph = _saved_model_ops(path)
+    assert "EuclideanNorm" not in ops and "Sqrt" in ops
+    images = tf.constant(digits[1][0][:16])
+    want = _signature(version_dir)(images=images)
+    got = _signature(path)(images=images)
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"],
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got["classes"], want["classes"])
+    assert meta_graph.signature_def["serving_default"].inputs[
+        "images"].dtype == tf.uint8.as_datatype_enum
 
 
 @pytest.mark.parametrize("columnar", [False, True], ids=["instances", "inputs"])
