@@ -3,12 +3,13 @@ against a same-shape elementwise op, at the ResNet-20 activation shapes.
 
 A SavedModel served without XLA runs each op as its own kernel, one pass
 over memory each. FRN's inference needs a reduction over the spatial axes
-and then a per-sample, per-channel scale, an offset and the TLU maximum,
-which broadcast a small tensor against the activation; folded BatchNorm
-needs nothing. This script times each kernel inside one `tf.function` (no
-XLA), `--chain` distinct calls per timed run so that dispatch is amortized,
-interleaved, median of `--repeats`; `x + c` (same shape) is the baseline
-every other time includes.
+(the squared Euclidean norm, which TF computes in one pass over x, where
+`sum(x^2)` writes the square first) and then a per-sample, per-channel
+scale, an offset and the TLU maximum, which broadcast a small tensor against
+the activation; folded BatchNorm needs nothing. This script times each
+kernel inside one `tf.function` (no XLA), `--chain` distinct calls per timed
+run so that dispatch is amortized, interleaved, median of `--repeats`;
+`x + c` (same shape) is the baseline every other time includes.
 
     python benchmarks/graph_ops.py
 
@@ -46,6 +47,9 @@ def kernels(shape):
         "relu": tf.nn.relu,
         "sum(x^2) over H, W": lambda x: tf.reduce_sum(
             tf.square(x), axis=(1, 2), keepdims=True),
+        # What FRN runs outside XLA: one pass over x instead of two.
+        "euclidean_norm(x)^2 over H, W": lambda x: tf.square(
+            tf.math.reduce_euclidean_norm(x, axis=(1, 2), keepdims=True)),
         "x * scale[b, c]": lambda x: x * per_sample_channel,
         "x + beta[c]": lambda x: x + per_channel,
         "bias_add(x, beta[c])": lambda x: tf.nn.bias_add(x, per_channel),

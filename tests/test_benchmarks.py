@@ -171,8 +171,8 @@ def test_graph_ops_benchmark_times_every_kernel_at_every_shape(tmp_path):
     rows, stdout = _run("graph_ops.py", ["--chain", "2", "--repeats", "3"],
                         tmp_path)
     kernels = {r["kernel"] for r in rows}
-    assert {"x * scale[b, c]", "max(x, tau[c])", "sum(x^2) over H, W"} <= (
-        kernels)
+    assert {"x * scale[b, c]", "max(x, tau[c])", "sum(x^2) over H, W",
+            "euclidean_norm(x)^2 over H, W"} <= kernels
     assert len(rows) == 4 * len(kernels)
     assert all(math.isfinite(float(r["us_per_op"])) for r in rows)
     assert "| 32x32x32x16 | max(x, tau[c]) |" in stdout
