@@ -421,15 +421,24 @@ def test_layer_built_at_one_size_is_right_at_another(axis):
                                 _reference(x, axis, params), rtol=1e-10)
 
 
+def _frn_graph(jit_compile=False):
+    """The GraphDef of a channels-last FRN model traced by `tf.function`."""
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
+    fn = tf.function(lambda x: model(x), jit_compile=jit_compile)
+    return fn.get_concrete_function(
+        tf.TensorSpec((None, 8, 8, 4))).graph.as_graph_def()
+
+
+def _graph_ops_of_frn(jit_compile=False):
+    return [node.op for node in _frn_graph(jit_compile).node]
+
+
 def test_static_shapes_need_no_run_time_shape_ops():
     # Without XLA (e.g. a served SavedModel) each op is a kernel launch:
     # with known spatial sizes the fold is one constant-shape Reshape each
     # way and channels-last weights broadcast without a Reshape.
-    inputs = keras.Input((8, 8, 4))
-    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
-    graph = tf.function(lambda x: model(x)).get_concrete_function(
-        tf.TensorSpec((None, 8, 8, 4))).graph.as_graph_def()
-    ops = [node.op for node in graph.node]
+    ops = _graph_ops_of_frn()
     assert not {"Shape", "StridedSlice", "Pack"} & set(ops), ops
     assert ops.count("Reshape") == 2, ops
 
@@ -438,10 +447,7 @@ def test_graph_sums_squares_in_one_reduction():
     # Without XLA, `sum(square(x))` writes x^2 to memory and reads it back;
     # TF's Euclidean-norm reduction reads x once. The only Square left is
     # that of the per-channel norm.
-    inputs = keras.Input((8, 8, 4))
-    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
-    graph = tf.function(lambda x: model(x)).get_concrete_function(
-        tf.TensorSpec((None, 8, 8, 4))).graph.as_graph_def()
+    graph = _frn_graph()
     producers = {node.name: node.op for node in graph.node}
     ops = [node.op for node in graph.node]
     assert ops.count("EuclideanNorm") == 1 and "Sum" not in ops, ops
@@ -450,14 +456,6 @@ def test_graph_sums_squares_in_one_reduction():
         producers[node.input[0].split(":")[0]] in ("EuclideanNorm",
                                                    "IdentityN")
         for node in squares), ops
-
-
-def _graph_ops_of_frn(jit_compile=False):
-    inputs = keras.Input((8, 8, 4))
-    model = keras.Model(inputs, FilterResponseNormalization()(inputs))
-    fn = tf.function(lambda x: model(x), jit_compile=jit_compile)
-    graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 4))).graph
-    return [node.op for node in graph.as_graph_def().node]
 
 
 def test_xla_graph_sums_squares_without_euclidean_norm():
