@@ -94,4 +94,3 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         return z, grad
 
     return forward(x, *(value for _, value in weights if value is not None))
-
