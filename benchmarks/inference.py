@@ -3,7 +3,9 @@
 BatchNorm at inference is a per-channel affine map that folds into the
 preceding convolution (`kernel * scale`, `bias = beta - mean * scale`), so a
 served BN network pays nothing for it; FRN cannot fold (its statistics depend
-on the input). This script exports three SavedModels with
+on the input), only its offset `beta` folds into the 1x1 convolutions that
+read it, which `export_for_serving` does (`frn_keras.fold_frn_offsets`).
+This script exports four SavedModels with
 `frn_keras.export.export_for_serving` (FRN, FRN with its FRN -> TLU pairs
 fused, BN as trained, BN folded into its convolutions, checked equal to the
 unfolded model), loads them as a server
@@ -39,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from frn_keras._graph import producer  # noqa: E402
+from frn_keras.export import _served_model  # noqa: E402
 from frn_keras.export import _serving_function  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
@@ -114,11 +117,12 @@ def check_folded(model, folded, images):
 
 
 def export_xla(model, path, image_size):
-    """Saves `model` with `export_for_serving`'s serving function, compiled
-    by XLA (which drops that function's run-time check of the input shape:
+    """Saves `model` with `export_for_serving`'s serving function (and its
+    FRN offsets folded, as that does), compiled by XLA (which drops that function's run-time check of the input shape:
     XLA compiles `Assert` to nothing)."""
+    served = _served_model(model, fold_offsets=True)
     forward = tf.function(
-        _serving_function(model, True, image_size, image_size),
+        _serving_function(served, True, image_size, image_size),
         jit_compile=True)
 
     @tf.function(input_signature=[tf.TensorSpec(
@@ -127,7 +131,7 @@ def export_xla(model, path, image_size):
         return forward(images)
 
     module = tf.Module()
-    module.variables_ = list(model.variables)
+    module.variables_ = list(served.variables)
     module.serve = serve
     tf.saved_model.save(module, path, signatures={SIGNATURE_NAME: serve})
     return path

@@ -1,5 +1,5 @@
-"""What the model rewrites (`convert_to_frn`, `fuse_frn_tlu`) need to read
-a Functional or Sequential model's graph."""
+"""What the model rewrites (`convert_to_frn`, `fuse_frn_tlu`,
+`fold_frn_offsets`) need to read a Functional or Sequential model's graph."""
 
 import keras
 
@@ -8,15 +8,21 @@ def check_graph_model(model, rewrite):
     """Raises a ValueError naming `rewrite` unless `model` is Functional or
     Sequential: a subclassed model's `call` is arbitrary Python, so its graph
     cannot be rebuilt."""
-    # keras.Model(inputs, outputs) builds a `Functional` instance.
-    if isinstance(model, keras.Sequential) or (
-            type(model).__name__ == "Functional"):
+    if is_graph_model(model):
         return
     raise ValueError(
         f"{rewrite} needs a Functional or Sequential model; a subclassed "
         "model's custom `call` cannot be rebuilt. Received: model of type "
         f"{type(model).__name__}"
     )
+
+
+def is_graph_model(model):
+    """Whether `model` is Functional or Sequential (its graph can be read
+    and rebuilt)."""
+    # keras.Model(inputs, outputs) builds a `Functional` instance.
+    return isinstance(model, keras.Sequential) or (
+        type(model).__name__ == "Functional")
 
 
 def producer(tensor_or_layer):

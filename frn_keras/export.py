@@ -36,6 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from frn_keras.offset_folding import fold_frn_offsets
+from frn_keras.offset_folding import has_frn_offsets_to_fold
 from frn_keras.serving_requests import INPUT_NAME
 from frn_keras.serving_requests import SIGNATURE_NAME
 from frn_keras.serving_requests import write_warmup_requests
@@ -50,8 +52,15 @@ def export_for_serving(
     warmup_images=None,
     overwrite=False,
     verbose=True,
+    fold_offsets=True,
 ):
     """Exports an image classifier as a TF Serving SavedModel.
+
+    The SavedModel serves `frn_keras.fold_frn_offsets(model)` where that
+    folds anything: the same function, with the offset of each FRN that
+    feeds only 1x1 convolutions or `Dense` layers moved into their biases
+    (one elementwise pass fewer per such FRN). The `.keras` file beside it
+    is `model` itself.
 
     Args:
         model: A built Keras model taking raw pixels `(batch, H, W, 3)` (as
@@ -68,6 +77,8 @@ def export_for_serving(
         overwrite: Whether to replace an existing version. Defaults to
             `False`.
         verbose: Whether to print what was written. Defaults to `True`.
+        fold_offsets: Whether to serve the model with its FRN offsets
+            folded (above). Defaults to `True`.
 
     Returns:
         The path of the version directory.
@@ -118,16 +129,17 @@ def export_for_serving(
             f"Received: version={version}"
         )
     os.makedirs(model_dir, exist_ok=True)
+    served = _served_model(model, fold_offsets)
 
     # Written to a temporary folder and moved into place, so that a server
     # polling `model_dir` never sees a half-written version.
     staging = tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir)
     try:
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        archive.track(served)
         archive.add_endpoint(
             name=SIGNATURE_NAME,
-            fn=_serving_function(model, from_logits, height, width),
+            fn=_serving_function(served, from_logits, height, width),
             input_signature=[
                 tf.TensorSpec(
                     [None, height, width, 3], tf.uint8, name=INPUT_NAME
@@ -194,6 +206,13 @@ def _image_size(model):
     return shape[1], shape[2]
 
 
+def _served_model(model, fold_offsets):
+    """`model` with its FRN offsets folded, if asked and if any fold."""
+    if fold_offsets and has_frn_offsets_to_fold(model):
+        return fold_frn_offsets(model)
+    return model
+
+
 def _serving_function(model, from_logits, height, width):
     def serve(images):
         images = _checked_images(images, height, width)
@@ -246,6 +265,11 @@ def main(argv=None):
         help="the model already outputs probabilities (no softmax added)",
     )
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--no-fold-offsets", dest="fold_offsets", action="store_false",
+        help="serve the model as it is, without folding FRN offsets into "
+             "the 1x1 convolutions / Dense layers that read them",
+    )
     args = parser.parse_args(argv)
 
     import frn_keras  # noqa: F401  (registers the layers for loading)
@@ -254,6 +278,7 @@ def main(argv=None):
     export_for_serving(
         model, args.base_dir, args.name, version=args.version,
         from_logits=args.from_logits, overwrite=args.overwrite,
+        fold_offsets=args.fold_offsets,
     )
     print(f"wrote {write_models_config(args.base_dir, _model_names(args.base_dir))}")
 

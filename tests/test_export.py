@@ -29,6 +29,7 @@ import frn_keras  # noqa: F401
 from frn_keras import converters
 from frn_keras import serving_requests
 from frn_keras.export import export_for_serving
+from frn_keras.export import main as export_main
 from frn_keras.export import write_models_config
 from tests import serving_emulation
 from tests.example_modules import load_example
@@ -225,6 +226,51 @@ def test_portable_copy_rewrites_euclidean_norm_and_keeps_outputs(
     np.testing.assert_array_equal(got["classes"], want["classes"])
     assert meta_graph.signature_def["serving_default"].inputs[
         "images"].dtype == tf.uint8.as_datatype_enum
+
+
+def _op_count(version_dir, op):
+    """How many nodes of type `op` the SavedModel's graph and functions
+    hold."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(
+        pathlib.Path(version_dir, "saved_model.pb").read_bytes())
+    (meta_graph,) = saved_model.meta_graphs
+    graph = meta_graph.graph_def
+    return sum(node.op == op for node in graph.node) + sum(
+        node.op == op for f in graph.library.function for node in f.node_def)
+
+
+def test_served_model_has_its_frn_offsets_folded(exported, digits, tmp_path):
+    # The digits model's last FRN -> TLU feeds the logits Dense: the served
+    # copy moves its beta into the Dense's bias (one AddV2 fewer in each
+    # traced copy of the forward pass) and predicts the same.
+    model, version_dir = exported
+    unfolded_dir = export_for_serving(
+        model, str(tmp_path), "digits", fold_offsets=False, verbose=False)
+    assert _op_count(version_dir, "AddV2") < _op_count(unfolded_dir, "AddV2")
+    images = tf.constant(digits[1][0][:16])
+    want = _keras_probabilities(model, digits[1][0][:16])
+    for path in (version_dir, unfolded_dir):
+        np.testing.assert_allclose(
+            _signature(path)(images=images)["probabilities"], want,
+            rtol=1e-5, atol=1e-6)
+    # The .keras file beside the SavedModel is the model as trained.
+    saved = keras.saving.load_model(version_dir.parent / "3.keras")
+    assert [w.name for w in saved.weights] == [w.name for w in model.weights]
+
+
+def test_command_line_can_serve_the_model_unfolded(exported, tmp_path):
+    model, version_dir = exported
+    keras_path = tmp_path / "model.keras"
+    model.save(keras_path)
+    base = tmp_path / "models"
+    for name, flags in (("folded", []), ("unfolded", ["--no-fold-offsets"])):
+        export_main([str(keras_path), "--base-dir", str(base),
+                     "--name", name, *flags])
+    assert _op_count(base / "folded" / "1", "AddV2") == _op_count(
+        version_dir, "AddV2")
+    assert _op_count(base / "unfolded" / "1", "AddV2") > _op_count(
+        version_dir, "AddV2")
 
 
 @pytest.mark.parametrize("columnar", [False, True], ids=["instances", "inputs"])
