@@ -116,34 +116,44 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
         assert float(r["median_ms"]) == pytest.approx(np.median(calls),
                                                       abs=1e-3)
     with open(tmp_path / "result_best.csv") as f:
-        (best,) = list(csv.DictReader(f))
-    assert best["batch"] == "2"
-    assert best["frn_variant"].startswith("frn")
-    assert best["bn_variant"].startswith("bn_folded")
-    assert best["ci95_low"] == ""  # 3 repeats: too few for an interval
-    assert "| 2 | frn" in stdout
+        best, plain = list(csv.DictReader(f))
+    assert (best["comparison"], plain["comparison"]) == ("best", "plain")
+    for row in (best, plain):
+        assert row["batch"] == "2"
+        assert row["frn_variant"].startswith("frn")
+        assert row["bn_variant"].startswith("bn_folded")
+        assert row["ci95_low"] == ""  # 3 repeats: too few for an interval
+    assert not plain["frn_variant"].endswith("_xla")
+    assert not plain["bn_variant"].endswith("_xla")
+    assert "| 2 | best | frn" in stdout and "| 2 | plain | frn" in stdout
 
 
-def test_best_against_best_pairs_the_fastest_exports_call_by_call(
-        monkeypatch):
+def test_comparisons_pair_the_fastest_exports_call_by_call(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     inference = load_benchmark("inference")
     # The machine's slow spells, shared by every variant of a repeat.
     slow_spells = np.array([1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 3.0, 1.0, 1.0, 1.0])
     times = {
-        "frn": 2.0 * slow_spells, "frn_fused_xla": 1.2 * slow_spells,
+        "frn": 1.6 * slow_spells, "frn_fused_xla": 1.2 * slow_spells,
         "bn": 1.1 * slow_spells, "bn_folded": 1.05 * slow_spells,
         "bn_folded_xla": 1.0 * slow_spells,
     }
     times["frn_fused_xla"][[2, 7]] *= 1.5  # two noisy calls of one export
-    best = inference.best_against_best(
+    best, plain = inference.comparisons(
         {k: list(v) for k, v in times.items()}, batch=4)
+    assert (best["comparison"], best["batch"]) == ("best", 4)
     assert (best["frn_variant"], best["bn_variant"]) == (
         "frn_fused_xla", "bn_folded_xla")
     # Paired, the slow spells cancel: 8 ratios of 1.2, two of 1.8.
     assert best["ratio"] == pytest.approx(1.2)
     # n = 10: the interval is the 2nd and 9th smallest ratios.
     assert (best["ci95_low"], best["ci95_high"]) == pytest.approx((1.2, 1.8))
+    # Without XLA: frn against bn_folded, every ratio 1.6 / 1.05.
+    assert (plain["comparison"], plain["frn_variant"], plain["bn_variant"]
+            ) == ("plain", "frn", "bn_folded")
+    assert plain["ratio"] == pytest.approx(1.6 / 1.05)
+    assert (plain["ci95_low"], plain["ci95_high"]) == pytest.approx(
+        (1.6 / 1.05, 1.6 / 1.05))
 
 
 def test_folding_check_holds_for_a_deep_model_and_catches_a_wrong_fold(
