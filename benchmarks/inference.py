@@ -3,7 +3,7 @@
 BatchNorm at inference is a per-channel affine map that folds into the
 preceding convolution (`kernel * scale`, `bias = beta - mean * scale`), so a
 served BN network pays nothing for it; FRN cannot fold (its statistics depend
-on the input), only its offset `beta` folds into the 1x1 convolutions that
+on the input); only its offset `beta` folds into the 1x1 convolutions that
 read it, which `export_for_serving` does (`frn_keras.fold_frn_offsets`).
 This script exports four SavedModels with
 `frn_keras.export.export_for_serving` (FRN, FRN with its FRN -> TLU pairs
@@ -120,8 +120,9 @@ def check_folded(model, folded, images):
 
 def export_xla(model, path, image_size):
     """Saves `model` with `export_for_serving`'s serving function (and its
-    FRN offsets folded, as that does), compiled by XLA (which drops that function's run-time check of the input shape:
-    XLA compiles `Assert` to nothing)."""
+    FRN offsets folded, as that does), compiled by XLA (which drops that
+    function's run-time check of the input shape: XLA compiles `Assert` to
+    nothing)."""
     served = _served_model(model, fold_offsets=True)
     forward = tf.function(
         _serving_function(served, True, image_size, image_size),
