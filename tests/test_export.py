@@ -183,17 +183,24 @@ def test_saved_model_cli_reports_the_signature(which, exported):
     assert "Method name is: tensorflow/serving/predict" in out
 
 
-def _saved_model_ops(version_dir):
-    """The ops of a SavedModel's graph and of the functions it calls."""
+def _saved_model_nodes(version_dir):
+    """The nodes of a SavedModel's graph and of its functions, the names of
+    those functions, and the meta graph."""
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(
         pathlib.Path(version_dir, "saved_model.pb").read_bytes())
     (meta_graph,) = saved_model.meta_graphs
     graph = meta_graph.graph_def
-    ops = {node.op for node in graph.node}
+    nodes = list(graph.node) + [
+        node for f in graph.library.function for node in f.node_def]
     functions = {f.signature.name for f in graph.library.function}
-    for function in graph.library.function:
-        ops |= {node.op for node in function.node_def}
+    return nodes, functions, meta_graph
+
+
+def _saved_model_ops(version_dir):
+    """The ops of a SavedModel's graph and of the functions it calls."""
+    nodes, functions, meta_graph = _saved_model_nodes(version_dir)
+    ops = {node.op for node in nodes}
     return ops - functions, meta_graph  # less calls of its own functions
 
 
@@ -231,13 +238,8 @@ def test_portable_copy_rewrites_euclidean_norm_and_keeps_outputs(
 def _op_count(version_dir, op):
     """How many nodes of type `op` the SavedModel's graph and functions
     hold."""
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString(
-        pathlib.Path(version_dir, "saved_model.pb").read_bytes())
-    (meta_graph,) = saved_model.meta_graphs
-    graph = meta_graph.graph_def
-    return sum(node.op == op for node in graph.node) + sum(
-        node.op == op for f in graph.library.function for node in f.node_def)
+    nodes, _, _ = _saved_model_nodes(version_dir)
+    return sum(node.op == op for node in nodes)
 
 
 def test_served_model_has_its_frn_offsets_folded(exported, digits, tmp_path):
