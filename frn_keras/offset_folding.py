@@ -6,6 +6,7 @@ import numpy as np
 from frn_keras._graph import check_graph_model
 from frn_keras._graph import is_graph_model
 from frn_keras._graph import producer
+from frn_keras.fusion import _same_channel_axis
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 from frn_keras.layers import FilterResponseNormalizationTLU
@@ -149,7 +150,7 @@ def _offset_folds(model):
         chain = _Chain(frn, None, following.get(id(frn), []))
         if (type(frn) is FilterResponseNormalization
                 and len(chain.readers) == 1
-                and _plain_tlu_on(chain.readers[0], channel_axis)):
+                and _plain_tlu_after(frn, chain.readers[0])):
             chain.tlu = chain.readers[0]
             if id(chain.tlu) in outputs:
                 continue
@@ -172,10 +173,10 @@ def _readers(layer, in_model):
     return readers
 
 
-def _plain_tlu_on(layer, channel_axis):
+def _plain_tlu_after(frn, layer):
     return (type(layer) is TLU and not layer.affine
             and len(layer._inbound_nodes) == 1
-            and layer.axis % layer.input_spec.ndim == channel_axis)
+            and _same_channel_axis(frn, layer))
 
 
 def _reads_channels_linearly(layer, rank, channel_axis):
