@@ -15,6 +15,10 @@ With a TLU fused in (`z = max(y, tau)`), the TLU's gradient is a mask on dy:
 One custom gradient over both lets XLA read x and dz in the same loops as
 FRN's own reductions instead of materializing the masked dy.
 
+Outside XLA, the elementwise forward pass of a channels-last input with few
+channels runs on a wide view of `x` (`_wide_broadcast`), where TensorFlow
+broadcasts the per-channel tensors faster.
+
 (N is the number of spatial positions; `tests/numpy_reference.py` has the
 same formulas in float64 NumPy, checked against finite differences.)
 """
@@ -22,6 +26,9 @@ same formulas in float64 NumPy, checked against finite differences.)
 from keras import ops
 
 from frn_keras.layers._sum_of_squares import sum_of_squares
+from frn_keras.layers._wide_broadcast import tile_channels
+from frn_keras.layers._wide_broadcast import widen
+from frn_keras.layers._wide_broadcast import widening_factor
 
 
 def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
@@ -51,6 +58,11 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
             ops.shape(x)[axis], x.dtype)
         n = n * size
 
+    # Channels-last (batch, positions, C): broadcast over a wide last axis
+    # outside XLA (see _wide_broadcast).
+    k = widening_factor(x.shape) if axes == (1,) and len(x.shape) == 3 \
+        else 1
+
     @ops.custom_gradient
     def forward(x, *params):
         p = dict(zip(names, params))
@@ -59,10 +71,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
             eps = eps + ops.abs(p["eps_learned"])
         r = ops.rsqrt(sum_of_squares(x, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
-        y = x * s
-        if "beta" in p:
-            y = y + p["beta"]
-        z = ops.maximum(y, p["tau"]) if "tau" in p else y
+        y, z = _scale_offset_threshold(x, s, p.get("beta"), p.get("tau"), k)
 
         def grad(*args, upstream=None):
             dz = args[-1] if upstream is None else upstream
@@ -94,3 +103,21 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         return z, grad
 
     return forward(x, *(value for _, value in weights if value is not None))
+
+
+def _scale_offset_threshold(x, s, beta, tau, k):
+    """`(y, z)`: `y = x * s (+ beta)` and `z = max(y, tau)` (`z` is `y`
+    without `tau`), computed on `widen(x, k)` when `k > 1`."""
+    if k > 1:
+        shape = x.shape
+        x, s = widen(x, k), tile_channels(s, k)
+        beta, tau = (None if v is None else tile_channels(v, k)
+                     for v in (beta, tau))
+    y = x * s
+    if beta is not None:
+        y = y + beta
+    z = y if tau is None else ops.maximum(y, tau)
+    if k > 1:
+        y = ops.reshape(y, (-1, *shape[1:]))
+        z = ops.reshape(z, (-1, *shape[1:]))
+    return y, z

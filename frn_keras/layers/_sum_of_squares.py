@@ -18,7 +18,7 @@ def sum_of_squares(x, axes):
     empty."""
     if not axes:
         return ops.square(x)
-    if backend.backend() != "tensorflow" or _compiled_by_xla():
+    if backend.backend() != "tensorflow" or compiled_by_xla():
         return ops.sum(ops.square(x), axis=axes, keepdims=True)
     import tensorflow as tf
 
@@ -38,7 +38,7 @@ def sum_of_squares(x, axes):
     return squared_norm(x)
 
 
-def _compiled_by_xla():
+def compiled_by_xla():
     """Whether the TensorFlow graph being traced will be compiled by XLA
     (a `jit_compile=True` function, as Keras' `jit_compile=True` builds, or
     a TPU computation). Read through TensorFlow's internal marker, as its

@@ -10,11 +10,17 @@ same `sum(dx)`, so XLA computes that sum once, and `dz` is reduced as it is
 
 Ties `x == tau` send the gradient to `x`, as TensorFlow's gradient of
 `maximum` does. The sums are taken in float32 for float16 / bfloat16 inputs.
+Outside XLA, float32 channels-last inputs with few channels are computed on
+a wide view (`_wide_broadcast`), where TensorFlow broadcasts `tau` faster.
 """
 
+from keras import backend
 from keras import ops
 
 from frn_keras.layers._dtypes import statistics_dtype
+from frn_keras.layers._wide_broadcast import tile_channels
+from frn_keras.layers._wide_broadcast import widen
+from frn_keras.layers._wide_broadcast import widening_factor
 
 
 def thresholded_linear(x, tau, channel_axis):
@@ -26,6 +32,21 @@ def thresholded_linear(x, tau, channel_axis):
             against `x`.
         channel_axis: Non-negative index of the channel axis of `x`.
     """
+    # float16 / bfloat16 stay narrow: the tile's gradient would add tau's
+    # k partial gradients in that dtype.
+    k = 1
+    if channel_axis == len(x.shape) - 1 and statistics_dtype(
+            x.dtype) == backend.standardize_dtype(x.dtype):
+        k = widening_factor(x.shape)
+    if k == 1:
+        return _thresholded_linear(x, tau, channel_axis)
+    # On the wide view (see _wide_broadcast). The gradients of the reshape
+    # and the tile sum the widened tau's k copies back into tau's shape.
+    z = _thresholded_linear(widen(x, k), tile_channels(tau, k), 2)
+    return ops.reshape(z, (-1, *x.shape[1:]))
+
+
+def _thresholded_linear(x, tau, channel_axis):
     reduce_axes = tuple(i for i in range(len(x.shape)) if i != channel_axis)
     sum_dtype = statistics_dtype(x.dtype)
 
