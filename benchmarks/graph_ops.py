@@ -9,7 +9,10 @@ scale, an offset and the TLU maximum, which broadcast a small tensor against
 the activation; folded BatchNorm needs nothing. This script times each
 kernel inside one `tf.function` (no XLA), `--chain` distinct calls per timed
 run so that dispatch is amortized, interleaved, median of `--repeats`;
-`x + c` (same shape) is the baseline every other time includes.
+`x + c` (same shape) is the baseline every other time includes. The "wide
+view" rows run the broadcasting ops as the layers run them outside XLA, on
+x viewed as `(b, positions / k, k * c)` (column `wide_view_k`; k = 1 where
+the view does not apply).
 
     python benchmarks/graph_ops.py
 
@@ -30,6 +33,10 @@ import tensorflow as tf  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
+
+from frn_keras.layers._wide_broadcast import tile_channels  # noqa: E402
+from frn_keras.layers._wide_broadcast import widen  # noqa: E402
+from frn_keras.layers._wide_broadcast import widening_factor  # noqa: E402
 
 SHAPES = [(32, 32, 32, 16), (32, 16, 16, 32), (32, 8, 8, 64), (1, 32, 32, 16)]
 
@@ -54,7 +61,23 @@ def kernels(shape):
         "x + beta[c]": lambda x: x + per_channel,
         "bias_add(x, beta[c])": lambda x: tf.nn.bias_add(x, per_channel),
         "max(x, tau[c])": lambda x: tf.maximum(x, per_channel),
+        # What FRN and TLU run outside XLA (frn_keras/layers/
+        # _wide_broadcast.py): the same ops on x viewed as
+        # (b, positions / k, k * c), the small operand tiled k times.
+        "x * scale[b, c], wide view": on_wide_view(tf.multiply,
+                                                   per_sample_channel),
+        "x + beta[c], wide view": on_wide_view(tf.add, per_channel),
+        "max(x, tau[c]), wide view": on_wide_view(tf.maximum, per_channel),
     }
+
+
+def on_wide_view(op, operand):
+    """`op(x, operand)` computed as the layers compute it outside XLA."""
+    def kernel(x):
+        k = widening_factor(x.shape)
+        wide = op(widen(x, k), tile_channels(operand, k))
+        return tf.reshape(wide, x.shape)
+    return kernel
 
 
 def timed(kernel, chain):
@@ -96,6 +119,7 @@ def main(argv=None):
         for name, values in times.items():
             op_us = (statistics.median(values) - base) * 1e6
             rows.append({"device": device, "shape": "x".join(map(str, shape)),
+                         "wide_view_k": widening_factor(shape),
                          "kernel": name, "us_per_op": op_us,
                          "vs_same_shape": op_us / (same_shape * 1e6)})
     write_csv(out, rows)

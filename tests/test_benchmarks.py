@@ -182,10 +182,29 @@ def test_graph_ops_benchmark_times_every_kernel_at_every_shape(tmp_path):
                         tmp_path)
     kernels = {r["kernel"] for r in rows}
     assert {"x * scale[b, c]", "max(x, tau[c])", "sum(x^2) over H, W",
-            "euclidean_norm(x)^2 over H, W"} <= kernels
+            "euclidean_norm(x)^2 over H, W",
+            "max(x, tau[c]), wide view"} <= kernels
     assert len(rows) == 4 * len(kernels)
+    # The view the layers take outside XLA: 32x32x32x16 is widened by 64,
+    # 32x8x8x64 (64 positions) is not.
+    k = {r["shape"]: int(r["wide_view_k"]) for r in rows}
+    assert k["32x32x32x16"] == 64 and k["32x8x8x64"] == 1
     assert all(math.isfinite(float(r["us_per_op"])) for r in rows)
     assert "| 32x32x32x16 | max(x, tau[c]) |" in stdout
+
+
+def test_wide_view_benchmark_compares_exports_with_and_without_the_view(
+        tmp_path):
+    rows, stdout = _run("wide_view.py", ["--repeats", "3", "--batches", "2"],
+                        tmp_path)
+    assert {r["norm"] for r in rows} == {"frn", "frn_fused"}
+    for r in rows:
+        # ResNet-20's 7 stage-1 FRN layers (3 tiles each) are widened in
+        # the "wide" export and in no other; the "narrow" one has no tile.
+        assert int(r["tile_ops_wide"]) >= 21
+        assert int(r["tile_ops_narrow"]) == 0
+        assert math.isfinite(float(r["wide_vs_narrow"]))
+    assert "| resnet20 32px | 2 | frn_fused |" in stdout
 
 
 def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
