@@ -163,6 +163,26 @@ def comparisons(times, batch):
     return rows
 
 
+def time_signatures(signatures, batch, image_size, repeats, rng):
+    """{name: seconds of each call} of each serving signature on one random
+    uint8 batch: 5 warm-up calls each, then `repeats` rounds that call every
+    signature once (interleaved, so a slow spell of the host hits all)."""
+    feed = {INPUT_NAME: tf.constant(rng.integers(
+        0, 256, (batch, image_size, image_size, 3)), tf.uint8)}
+    calls = {name: (lambda s=s: s(**feed)["classes"].numpy())
+             for name, s in signatures.items()}
+    for call in calls.values():
+        for _ in range(5):
+            call()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
@@ -210,20 +230,8 @@ def main(argv=None):
                 rtol=1e-4, atol=1e-5)
         rows, best_rows = [], []
         for batch in args.batches:
-            feed = {INPUT_NAME: tf.constant(rng.integers(
-                0, 256, (batch, args.image_size, args.image_size, 3)),
-                tf.uint8)}
-            calls = {name: (lambda s=s: s(**feed)["classes"].numpy())
-                     for name, s in signatures.items()}
-            for call in calls.values():
-                for _ in range(5):
-                    call()
-            times = {name: [] for name in calls}
-            for _ in range(args.repeats):
-                for name, call in calls.items():
-                    start = time.perf_counter()
-                    call()
-                    times[name].append(time.perf_counter() - start)
+            times = time_signatures(signatures, batch, args.image_size,
+                                    args.repeats, rng)
             folded = statistics.median(times["bn_folded"])
             for name, values in times.items():
                 q1, _, q3 = statistics.quantiles(values, n=4)

@@ -31,7 +31,6 @@ import os
 import pathlib
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,6 +44,7 @@ from frn_keras.layers import _wide_broadcast  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
 from inference import randomize  # noqa: E402
+from inference import time_signatures  # noqa: E402
 from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -115,20 +115,8 @@ def main(argv=None):
                 rtol=1e-5, atol=1e-7)
         rows = []
         for batch in args.batches:
-            feed = {INPUT_NAME: tf.constant(rng.integers(
-                0, 256, (batch, args.image_size, args.image_size, 3)),
-                tf.uint8)}
-            calls = {name: (lambda s=s: s(**feed)["classes"].numpy())
-                     for name, s in signatures.items()}
-            for call in calls.values():
-                for _ in range(5):
-                    call()
-            times = {name: [] for name in calls}
-            for _ in range(args.repeats):
-                for name, call in calls.items():  # interleaved
-                    start = time.perf_counter()
-                    call()
-                    times[name].append(time.perf_counter() - start)
+            times = time_signatures(signatures, batch, args.image_size,
+                                    args.repeats, rng)
             for norm in NORMS:
                 wide, narrow = times[f"{norm}_wide"], times[f"{norm}_narrow"]
                 ratios = [w / n for w, n in zip(wide, narrow)]
