@@ -119,5 +119,5 @@ def _scale_offset_threshold(x, s, beta, tau, k):
     z = y if tau is None else ops.maximum(y, tau)
     if k > 1:
         y = ops.reshape(y, (-1, *shape[1:]))
-        z = ops.reshape(z, (-1, *shape[1:]))
+        z = y if tau is None else ops.reshape(z, (-1, *shape[1:]))
     return y, z
