@@ -11,8 +11,8 @@ kernel inside one `tf.function` (no XLA), `--chain` distinct calls per timed
 run so that dispatch is amortized, interleaved, median of `--repeats`;
 `x + c` (same shape) is the baseline every other time includes. The "wide
 view" rows run the broadcasting ops as the layers run them outside XLA, on
-x viewed as `(b, positions / k, k * c)` (column `wide_view_k`; k = 1 where
-the view does not apply).
+x viewed as `(b, positions / k, k * c)` (column `wide_view_k`; where it is
+1 the view does not apply and they run the plain ops).
 
     python benchmarks/graph_ops.py
 
@@ -72,9 +72,12 @@ def kernels(shape):
 
 
 def on_wide_view(op, operand):
-    """`op(x, operand)` computed as the layers compute it outside XLA."""
+    """`op(x, operand)` computed as the layers compute it outside XLA (the
+    plain op where the view does not apply)."""
     def kernel(x):
         k = widening_factor(x.shape)
+        if k == 1:
+            return op(x, operand)
         wide = op(widen(x, k), tile_channels(operand, k))
         return tf.reshape(wide, x.shape)
     return kernel
