@@ -12,6 +12,8 @@ Euclidean-norm kernel, and fuses `sum(square(x))` into one loop anyway.
 from keras import backend
 from keras import ops
 
+from frn_keras.layers._xla_context import compiled_by_xla
+
 
 def sum_of_squares(x, axes):
     """`sum(x^2)` over `axes`, kept as size-1 axes; `x^2` if `axes` is
@@ -36,21 +38,3 @@ def sum_of_squares(x, axes):
         return ops.square(norm), grad
 
     return squared_norm(x)
-
-
-def compiled_by_xla():
-    """Whether the TensorFlow graph being traced will be compiled by XLA
-    (a `jit_compile=True` function, as Keras' `jit_compile=True` builds, or
-    a TPU computation). Read through TensorFlow's internal marker, as its
-    own ops do; if that is ever missing, assume XLA (the plain sum is
-    correct everywhere)."""
-    import tensorflow as tf
-
-    if tf.executing_eagerly():
-        return False
-    try:
-        from tensorflow.python.ops import control_flow_util
-        return control_flow_util.GraphOrParentsInXlaContext(
-            tf.compat.v1.get_default_graph())
-    except (ImportError, AttributeError):
-        return True

@@ -17,7 +17,7 @@ import math
 from keras import backend
 from keras import ops
 
-from frn_keras.layers._sum_of_squares import compiled_by_xla
+from frn_keras.layers._xla_context import compiled_by_xla
 
 # Only inputs this narrow are widened: in a served ResNetV2-50 (64 to 1024
 # channels) the view saved nothing at batch 32 and its extra ops cost at
