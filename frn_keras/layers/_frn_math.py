@@ -25,6 +25,7 @@ same formulas in float64 NumPy, checked against finite differences.)
 
 from keras import ops
 
+from frn_keras.layers._activation_boundary import computed_once
 from frn_keras.layers._sum_of_squares import sum_of_squares
 from frn_keras.layers._wide_broadcast import tile_channels
 from frn_keras.layers._wide_broadcast import widen
@@ -72,6 +73,8 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         r = ops.rsqrt(sum_of_squares(x, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
         y, z = _scale_offset_threshold(x, s, p.get("beta"), p.get("tau"), k)
+        if "tau" in p:
+            z = computed_once(z, p["tau"])
 
         def grad(*args, upstream=None):
             dz = args[-1] if upstream is None else upstream

@@ -17,6 +17,7 @@ a wide view (`_wide_broadcast`), where TensorFlow broadcasts `tau` faster.
 from keras import backend
 from keras import ops
 
+from frn_keras.layers._activation_boundary import computed_once
 from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._wide_broadcast import tile_channels
 from frn_keras.layers._wide_broadcast import widen
@@ -61,6 +62,6 @@ def _thresholded_linear(x, tau, channel_axis):
             dtau = channel_sum(dz) - channel_sum(dx)
             return dx, ops.reshape(ops.cast(dtau, tau.dtype), ops.shape(tau))
 
-        return ops.maximum(x, tau), grad
+        return computed_once(ops.maximum(x, tau), tau), grad
 
     return forward(x, tau)

@@ -1,6 +1,7 @@
-"""Whether a TensorFlow trace will be compiled by XLA: the layers take
-TensorFlow-kernel-specific forms (`_sum_of_squares`, `_wide_broadcast`)
-only where it will not."""
+"""Whether a TensorFlow trace will be compiled by XLA, and for which
+device: the layers take TensorFlow-kernel-specific forms
+(`_sum_of_squares`, `_wide_broadcast`) only where it will not, and an
+XLA:CPU-specific one (`_activation_boundary`) only where it will."""
 
 
 def compiled_by_xla():
@@ -19,3 +20,15 @@ def compiled_by_xla():
             tf.compat.v1.get_default_graph())
     except (ImportError, AttributeError):
         return True
+
+
+def compiled_by_xla_for_cpu():
+    """Whether the graph being traced will be compiled by XLA for the CPU:
+    an XLA trace on a machine with no GPU or TPU visible to TensorFlow (on
+    one that has them, Keras places the computation there)."""
+    import tensorflow as tf
+
+    if not compiled_by_xla():
+        return False
+    return not (tf.config.list_logical_devices("GPU")
+                or tf.config.list_logical_devices("TPU"))
