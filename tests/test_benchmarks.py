@@ -207,6 +207,17 @@ def test_wide_view_benchmark_compares_exports_with_and_without_the_view(
     assert "| resnet20 32px | 2 | frn_fused |" in stdout
 
 
+def test_activation_boundary_benchmark_times_both_traces(tmp_path):
+    rows, stdout = _run("activation_boundary.py", [
+        "--norms", "frn_fused", "--train-batch", "4", "--steps", "1",
+        "--rounds", "3", "--batches", "2", "--repeats", "3"], tmp_path)
+    assert [(r["kind"], r["batch"]) for r in rows] == [("train_step", "4"),
+                                                       ("forward", "2")]
+    assert all(_positive(r, "with_ms", "without_ms", "with_vs_without")
+               for r in rows)
+    assert "| resnet20 32px | forward | frn_fused | 2 |" in stdout
+
+
 def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
     rows, stdout = _run("batch_size_study.py",
                         ["--quick", "--steps", "10", "--seeds", "2"], tmp_path)

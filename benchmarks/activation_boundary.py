@@ -1,0 +1,159 @@
+"""FRN models under XLA with and without the activation boundary, side by
+side.
+
+Under XLA for the CPU, a TLU's output (standalone or fused) is divided by a
+runtime 1 so that XLA computes it once instead of in each reader
+(`frn_keras/layers/_activation_boundary.py`). This script builds each FRN
+model twice from the same seed, one traced with the boundary and one
+without (`compiled_by_xla_for_cpu` patched to False while it traces), and
+times, interleaved after a warm-up:
+
+- "train_step": `--steps` calls of `train_on_batch` (compiled with
+  `jit_compile=True`, as `train_step.py` does) per round;
+- "forward": the forward pass, `training=False`, in a `jit_compile=True`
+  function (what an XLA-compiled serving export runs), one call per repeat.
+
+It checks that both traces give the same first loss and the same
+predictions. The result is the median of the per-round (per-call) ratios
+with / without, with its 95% interval (`median_interval.py`; needs >= 6).
+
+    python benchmarks/activation_boundary.py                # ResNet-20
+    python benchmarks/activation_boundary.py --model resnet_v2_50 \\
+        --image-size 224 --train-batch 16 --rounds 7 --repeats 21
+
+Writes `<out>.csv` (default
+benchmarks/results/activation_boundary_<device>_<model>).
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from frn_keras.layers import _activation_boundary  # noqa: E402
+from median_interval import median_interval  # noqa: E402
+from results_files import device_kind  # noqa: E402
+from results_files import output_prefix  # noqa: E402
+from results_files import write_csv  # noqa: E402
+from train_step import build  # noqa: E402
+from train_step import run_steps  # noqa: E402
+from zoo import BUILDERS  # noqa: E402
+
+NORMS = ("frn", "frn_fused")
+VARIANTS = ("with", "without")
+
+
+def traced(variant, fn, *args):
+    """`fn(*args)`, tracing with (the default) or without the boundary."""
+    default = _activation_boundary.compiled_by_xla_for_cpu
+    if variant == "without":
+        _activation_boundary.compiled_by_xla_for_cpu = lambda: False
+    try:
+        return fn(*args)
+    finally:
+        _activation_boundary.compiled_by_xla_for_cpu = default
+
+
+def interleaved(calls, repeats):
+    """Seconds of each of `calls` (name -> no-argument function) per
+    repeat, run one after another in each repeat."""
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def row(kind, norm, batch, times, **extra):
+    ratios = [w / o for w, o in zip(times["with"], times["without"])]
+    low, high = median_interval(ratios) or (None, None)
+    return {"kind": kind, "norm": norm, "batch": batch, **extra,
+            "with_ms": statistics.median(times["with"]) * 1e3,
+            "without_ms": statistics.median(times["without"]) * 1e3,
+            "with_vs_without": statistics.median(ratios),
+            "ci95_low": low, "ci95_high": high,
+            "ratios": " ".join(f"{r:.4f}" for r in ratios)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
+    parser.add_argument("--norms", nargs="+", default=list(NORMS),
+                        choices=NORMS)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--train-batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10,
+                        help="train steps per timed round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32],
+                        help="forward-pass batch sizes")
+    parser.add_argument("--repeats", type=int, default=101,
+                        help="forward calls per batch size")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if (min(args.rounds, args.repeats) < 3 or args.steps < 1
+            or min(args.batches + [args.train_batch]) < 1
+            or args.image_size < 32):
+        parser.error("--rounds and --repeats >= 3, --steps, --batches and "
+                     "--train-batch >= 1, --image-size >= 32")
+    device = device_kind()
+    out = output_prefix(args.out, f"activation_boundary_{device}_{args.model}")
+    rows = []
+    for norm in args.norms:
+        models = {}
+        for variant in VARIANTS:
+            model, x, y = build(args.model, norm, args.image_size,
+                                args.train_batch, jit_compile=True)
+            # The first call traces and compiles the train function.
+            loss = traced(variant, run_steps, model, x, y, 1)
+            models[variant] = (model, x, y, float(loss))
+        np.testing.assert_allclose(models["with"][3], models["without"][3],
+                                   rtol=1e-5)
+        steps = {v: (lambda m=m: run_steps(*m[:3], args.steps))
+                 for v, m in models.items()}
+        rows.append(row("train_step", norm, args.train_batch,
+                        interleaved(steps, args.rounds), steps=args.steps))
+        print(f"{norm}: train step timed", flush=True)
+
+        rng = np.random.default_rng(1)
+        for batch in args.batches:
+            images = tf.constant(rng.uniform(
+                0, 255, (batch, args.image_size, args.image_size, 3)),
+                tf.float32)
+            forward = {}
+            for variant, (model, *_) in models.items():
+                fn = tf.function(lambda t, m=model: m(t, training=False),
+                                 jit_compile=True)
+                traced(variant, fn, images)
+                forward[variant] = (lambda f=fn: f(images).numpy())
+            np.testing.assert_allclose(forward["with"](),
+                                       forward["without"](), rtol=1e-5,
+                                       atol=1e-6)
+            rows.append(row("forward", norm, batch,
+                            interleaved(forward, args.repeats), steps=1))
+    for r in rows:
+        r.update(device=device, model=args.model, image_size=args.image_size)
+    write_csv(out, rows)
+    print("\n| model | kind | norm | batch | with ms | without ms "
+          "| with / without | 95% CI |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        interval = ("n/a (< 6 repeats)" if r["ci95_low"] is None
+                    else f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}")
+        print(f"| {r['model']} {r['image_size']}px | {r['kind']} | "
+              f"{r['norm']} | {r['batch']} | {r['with_ms']:.2f} | "
+              f"{r['without_ms']:.2f} | {r['with_vs_without']:.3f} | "
+              f"{interval} |")
+    print(f"\nTF {tf.__version__}, {os.cpu_count()} cores; wrote {out}.csv")
+
+
+if __name__ == "__main__":
+    main()
