@@ -28,7 +28,6 @@ benchmarks/results/activation_boundary_<device>_<model>).
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from frn_keras.layers import _activation_boundary  # noqa: E402
+from inference import interleaved  # noqa: E402
 from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -58,18 +58,6 @@ def traced(variant, fn, *args):
         return fn(*args)
     finally:
         _activation_boundary.compiled_by_xla_for_cpu = default
-
-
-def interleaved(calls, repeats):
-    """Seconds of each of `calls` (name -> no-argument function) per
-    repeat, run one after another in each repeat."""
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def row(kind, norm, batch, times, **extra):

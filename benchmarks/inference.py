@@ -174,6 +174,12 @@ def time_signatures(signatures, batch, image_size, repeats, rng):
     for call in calls.values():
         for _ in range(5):
             call()
+    return interleaved(calls, repeats)
+
+
+def interleaved(calls, repeats):
+    """Seconds of each of `calls` (name -> no-argument function) per
+    repeat, run one after another in each repeat."""
     times = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
