@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras.layers import _activation_boundary  # noqa: E402
 from inference import interleaved  # noqa: E402
+from median_interval import interval_text  # noqa: E402
 from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -134,8 +135,7 @@ def main(argv=None):
           "| with / without | 95% CI |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        interval = ("n/a (< 6 repeats)" if r["ci95_low"] is None
-                    else f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}")
+        interval = interval_text(r["ci95_low"], r["ci95_high"])
         print(f"| {r['model']} {r['image_size']}px | {r['kind']} | "
               f"{r['norm']} | {r['batch']} | {r['with_ms']:.2f} | "
               f"{r['without_ms']:.2f} | {r['with_vs_without']:.3f} | "

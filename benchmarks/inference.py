@@ -48,6 +48,7 @@ from frn_keras.export import _serving_function  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
+from median_interval import interval_text  # noqa: E402
 from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -262,8 +263,7 @@ def main(argv=None):
           "export | median of per-call ratios | 95% CI |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in best_rows:
-        interval = ("n/a (< 6 repeats)" if r["ci95_low"] is None
-                    else f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}")
+        interval = interval_text(r["ci95_low"], r["ci95_high"])
         print(f"| {r['batch']} | {r['comparison']} | {r['frn_variant']} | "
               f"{r['bn_variant']} | {r['ratio']:.2f} | {interval} |")
     print(f"\nTF {tf.__version__}, {os.cpu_count()} cores; wrote {out}.csv, "

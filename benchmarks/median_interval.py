@@ -39,3 +39,9 @@ def median_interval(values, level=0.95):
     if k == 0:
         return None
     return ordered[k - 1], ordered[n - k]
+
+
+def interval_text(low, high, draws="repeats"):
+    """A table cell for an interval from `median_interval`: `low-high`, or
+    why there is none (`None`: fewer than 6 `draws`)."""
+    return f"n/a (< 6 {draws})" if low is None else f"{low:.2f}-{high:.2f}"

@@ -36,6 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from median_interval import interval_text  # noqa: E402
 from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -96,11 +97,6 @@ def memory_probe(spec):
     model, x, y = build(model_name, norm, image_size, batch, jit)
     run_steps(model, x, y, steps + 2)
     print(peak_memory_mib())
-
-
-def interval_text(row):
-    low, high = row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"]
-    return "n/a (< 6 rounds)" if low is None else f"{low:.2f}-{high:.2f}"
 
 
 def main(argv=None):
@@ -182,11 +178,13 @@ def main(argv=None):
           "(rounds' min-max) | 95% CI | spread | peak memory MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        interval = interval_text(r["step_vs_bn_ci95_low"],
+                                 r["step_vs_bn_ci95_high"], "rounds")
         print(f"| {r['model']} b{r['batch']} {r['image_size']}px "
               f"{r['precision']} | {r['norm']} | {r['xla']} | "
               f"{r['images_per_s']:.0f} | {r['step_ms']:.1f} | "
               f"{r['step_vs_bn']:.2f} ({r['step_vs_bn_min']:.2f}-"
-              f"{r['step_vs_bn_max']:.2f}) | {interval_text(r)} | "
+              f"{r['step_vs_bn_max']:.2f}) | {interval} | "
               f"{r['spread']:.0%} | "
               f"{r['peak_memory_mib']:.0f} |")
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, TF "

@@ -45,6 +45,7 @@ from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
 from inference import randomize  # noqa: E402
 from inference import time_signatures  # noqa: E402
+from median_interval import interval_text  # noqa: E402
 from median_interval import median_interval  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -137,8 +138,7 @@ def main(argv=None):
           "| 95% CI |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        interval = ("n/a (< 6 repeats)" if r["ci95_low"] is None
-                    else f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}")
+        interval = interval_text(r["ci95_low"], r["ci95_high"])
         print(f"| {r['model']} {r['image_size']}px | {r['batch']} | "
               f"{r['norm']} | {r['wide_ms']:.2f} | {r['narrow_ms']:.2f} | "
               f"{r['wide_vs_narrow']:.3f} | {interval} |")
