@@ -26,6 +26,7 @@ same formulas in float64 NumPy, checked against finite differences.)
 from keras import ops
 
 from frn_keras.layers._activation_boundary import computed_once
+from frn_keras.layers._staged_sum import staged_sum
 from frn_keras.layers._sum_of_squares import sum_of_squares
 from frn_keras.layers._wide_broadcast import tile_channels
 from frn_keras.layers._wide_broadcast import widen
@@ -50,7 +51,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                ("tau", tau))
     names = [name for name, value in weights if value is not None]
     # Sums over the spatial axes; with none (rank-2 input) a sum is x itself.
-    spatial_sum = (lambda t: ops.sum(t, axis=axes, keepdims=True)) if axes \
+    spatial_sum = (lambda t: staged_sum(t, axes)) if axes \
         else (lambda t: t)
     n = 1
     for axis in axes:

@@ -6,12 +6,14 @@ is written to memory, then reduced); its Euclidean-norm reduction reads `x`
 once, so outside XLA the sum is taken as the squared norm (about one ulp of
 rounding more). In a served graph, which runs each op as its own kernel,
 that halves the time of FRN's reduction (README, "Performance"). XLA has no
-Euclidean-norm kernel, and fuses `sum(square(x))` into one loop anyway.
+Euclidean-norm kernel, and fuses `sum(square(x))` into its loops
+(`_staged_sum` makes sure of that on the CPU).
 """
 
 from keras import backend
 from keras import ops
 
+from frn_keras.layers._staged_sum import staged_sum
 from frn_keras.layers._xla_context import compiled_by_xla
 
 
@@ -21,7 +23,7 @@ def sum_of_squares(x, axes):
     if not axes:
         return ops.square(x)
     if backend.backend() != "tensorflow" or compiled_by_xla():
-        return ops.sum(ops.square(x), axis=axes, keepdims=True)
+        return staged_sum(ops.square(x), axes)
     import tensorflow as tf
 
     @ops.custom_gradient
