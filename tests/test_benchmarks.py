@@ -207,12 +207,14 @@ def test_wide_view_benchmark_compares_exports_with_and_without_the_view(
     assert "| resnet20 32px | 2 | frn_fused |" in stdout
 
 
-def test_activation_boundary_benchmark_times_both_traces(tmp_path):
-    rows, stdout = _run("activation_boundary.py", [
-        "--norms", "frn_fused", "--train-batch", "4", "--steps", "1",
-        "--rounds", "3", "--batches", "2", "--repeats", "3"], tmp_path)
-    assert [(r["kind"], r["batch"]) for r in rows] == [("train_step", "4"),
-                                                       ("forward", "2")]
+@pytest.mark.parametrize("form", ["activation_boundary", "staged_sum"])
+def test_xla_cpu_forms_benchmark_times_both_traces(tmp_path, form):
+    rows, stdout = _run("xla_cpu_forms.py", [
+        "--form", form, "--norms", "frn_fused", "--train-batch", "4",
+        "--steps", "1", "--rounds", "3", "--batches", "2", "--repeats", "3"],
+        tmp_path)
+    assert [(r["kind"], r["batch"], r["form"]) for r in rows] == [
+        ("forward", "2", form), ("train_step", "4", form)]
     assert all(_positive(r, "with_ms", "without_ms", "with_vs_without")
                for r in rows)
     assert "| resnet20 32px | forward | frn_fused | 2 |" in stdout

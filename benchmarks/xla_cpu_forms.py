@@ -1,12 +1,18 @@
-"""FRN models under XLA with and without the activation boundary, side by
-side.
+"""FRN models under XLA with and without one of the layers' XLA:CPU forms,
+side by side.
 
-Under XLA for the CPU, a TLU's output (standalone or fused) is divided by a
-runtime 1 so that XLA computes it once instead of in each reader
-(`frn_keras/layers/_activation_boundary.py`). This script builds each FRN
-model twice from the same seed, one traced with the boundary and one
-without (`compiled_by_xla_for_cpu` patched to False while it traces), and
-times, interleaved after a warm-up:
+Under XLA for the CPU the layers take two forms of their own, each exact:
+
+- `activation_boundary`: a TLU's output (standalone or fused) is divided by
+  a runtime 1 so that XLA computes it once instead of in each reader
+  (`frn_keras/layers/_activation_boundary.py`);
+- `staged_sum`: FRN's sums over more than 32 positions are taken in two
+  stages, so that XLA forms `x^2` and `dy * x` in the loops that sum them
+  instead of writing them to memory (`frn_keras/layers/_staged_sum.py`).
+
+This script builds each FRN model twice from the same seed, one traced with
+the form (`--form`) and one without (that module's `compiled_by_xla_for_cpu`
+patched to False while it traces), and times, interleaved after a warm-up:
 
 - "train_step": `--steps` calls of `train_on_batch` (compiled with
   `jit_compile=True`, as `train_step.py` does) per round;
@@ -17,12 +23,12 @@ It checks that both traces give the same first loss and the same
 predictions. The result is the median of the per-round (per-call) ratios
 with / without, with its 95% interval (`median_interval.py`; needs >= 6).
 
-    python benchmarks/activation_boundary.py                # ResNet-20
-    python benchmarks/activation_boundary.py --model resnet_v2_50 \\
+    python benchmarks/xla_cpu_forms.py                      # ResNet-20
+    python benchmarks/xla_cpu_forms.py --form staged_sum
+    python benchmarks/xla_cpu_forms.py --model resnet_v2_50 \\
         --image-size 224 --train-batch 16 --rounds 7 --repeats 21
 
-Writes `<out>.csv` (default
-benchmarks/results/activation_boundary_<device>_<model>).
+Writes `<out>.csv` (default benchmarks/results/<form>_<device>_<model>).
 """
 
 import argparse
@@ -36,6 +42,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from frn_keras.layers import _activation_boundary  # noqa: E402
+from frn_keras.layers import _staged_sum  # noqa: E402
 from inference import interleaved  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import median_interval  # noqa: E402
@@ -47,18 +54,22 @@ from train_step import run_steps  # noqa: E402
 from zoo import BUILDERS  # noqa: E402
 
 NORMS = ("frn", "frn_fused")
+# --form -> the module whose XLA:CPU form it is.
+FORMS = {"activation_boundary": _activation_boundary,
+         "staged_sum": _staged_sum}
 VARIANTS = ("with", "without")
 
 
-def traced(variant, fn, *args):
-    """`fn(*args)`, tracing with (the default) or without the boundary."""
-    default = _activation_boundary.compiled_by_xla_for_cpu
+def traced(form, variant, fn, *args):
+    """`fn(*args)`, tracing with (the default) or without `form`."""
+    module = FORMS[form]
+    default = module.compiled_by_xla_for_cpu
     if variant == "without":
-        _activation_boundary.compiled_by_xla_for_cpu = lambda: False
+        module.compiled_by_xla_for_cpu = lambda: False
     try:
         return fn(*args)
     finally:
-        _activation_boundary.compiled_by_xla_for_cpu = default
+        module.compiled_by_xla_for_cpu = default
 
 
 def row(kind, norm, batch, times, **extra):
@@ -74,6 +85,8 @@ def row(kind, norm, batch, times, **extra):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--form", default="activation_boundary",
+                        choices=list(FORMS))
     parser.add_argument("--model", default="resnet20", choices=list(BUILDERS))
     parser.add_argument("--norms", nargs="+", default=list(NORMS),
                         choices=NORMS)
@@ -94,24 +107,15 @@ def main(argv=None):
         parser.error("--rounds and --repeats >= 3, --steps, --batches and "
                      "--train-batch >= 1, --image-size >= 32")
     device = device_kind()
-    out = output_prefix(args.out, f"activation_boundary_{device}_{args.model}")
+    out = output_prefix(args.out, f"{args.form}_{device}_{args.model}")
     rows = []
     for norm in args.norms:
-        models = {}
-        for variant in VARIANTS:
-            model, x, y = build(args.model, norm, args.image_size,
-                                args.train_batch, jit_compile=True)
-            # The first call traces and compiles the train function.
-            loss = traced(variant, run_steps, model, x, y, 1)
-            models[variant] = (model, x, y, float(loss))
-        np.testing.assert_allclose(models["with"][3], models["without"][3],
-                                   rtol=1e-5)
-        steps = {v: (lambda m=m: run_steps(*m[:3], args.steps))
-                 for v, m in models.items()}
-        rows.append(row("train_step", norm, args.train_batch,
-                        interleaved(steps, args.rounds), steps=args.steps))
-        print(f"{norm}: train step timed", flush=True)
-
+        models = {variant: build(args.model, norm, args.image_size,
+                                 args.train_batch, jit_compile=True)
+                  for variant in VARIANTS}
+        # The forward passes first, on the initial weights: a form that is
+        # not bit-exact (the staged sums round differently) lets training
+        # steps drift the two models apart.
         rng = np.random.default_rng(1)
         for batch in args.batches:
             images = tf.constant(rng.uniform(
@@ -121,17 +125,29 @@ def main(argv=None):
             for variant, (model, *_) in models.items():
                 fn = tf.function(lambda t, m=model: m(t, training=False),
                                  jit_compile=True)
-                traced(variant, fn, images)
+                traced(args.form, variant, fn, images)
                 forward[variant] = (lambda f=fn: f(images).numpy())
             np.testing.assert_allclose(forward["with"](),
                                        forward["without"](), rtol=1e-5,
                                        atol=1e-6)
             rows.append(row("forward", norm, batch,
                             interleaved(forward, args.repeats), steps=1))
+
+        # The first call traces and compiles the train function.
+        losses = [float(traced(args.form, variant, run_steps, *models[variant],
+                               1)) for variant in VARIANTS]
+        np.testing.assert_allclose(*losses, rtol=1e-5)
+        steps = {v: (lambda m=m: run_steps(*m, args.steps))
+                 for v, m in models.items()}
+        rows.append(row("train_step", norm, args.train_batch,
+                        interleaved(steps, args.rounds), steps=args.steps))
+        print(f"{norm}: timed", flush=True)
     for r in rows:
-        r.update(device=device, model=args.model, image_size=args.image_size)
+        r.update(device=device, form=args.form, model=args.model,
+                 image_size=args.image_size)
     write_csv(out, rows)
-    print("\n| model | kind | norm | batch | with ms | without ms "
+    print(f"\n{args.form}, with / without:")
+    print("| model | kind | norm | batch | with ms | without ms "
           "| with / without | 95% CI |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
