@@ -5,15 +5,17 @@ and a sum of the window sums (its tree reduction rewriter), and does not
 fuse the op that produces the summed tensor into the window sums. So FRN's
 `sum(x^2)` and its gradient's `sum(dy * x)` over the positions of the
 (batch, positions, channels) view wrote `x^2` and `dy * x` to memory and
-read them back: two of the eight full-tensor loops of FRN + TLU's forward +
-backward step.
+read them back: two activation-sized tensors per forward + backward pass
+that need not exist.
 
 Summed here in groups of at most 32 positions, then over the groups, each
 square or product is formed in the loop that sums it. The group sums are
 multiplied by a runtime 1, or XLA's simplifier merges the two sums back
 into one (and the rewriter splits it again). The 1 is read from the group
 sums, as `isnan(v) | 1` in integers, which is 1 for NaN as well. Only XLA
-traces for the CPU take it; elsewhere the sum is one reduction.
+traces for the CPU take it; elsewhere the sum is one reduction. (README,
+"Performance": FRN + TLU's forward + backward at 16x16x16x32 went from
+0.91-0.98x to 0.75-0.77x BN + ReLU's time.)
 """
 
 from keras import backend
