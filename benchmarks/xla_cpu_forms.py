@@ -1,7 +1,8 @@
 """FRN models under XLA with and without one of the layers' XLA:CPU forms,
 side by side.
 
-Under XLA for the CPU the layers take two forms of their own, each exact:
+Under XLA for the CPU the layers take two forms of their own, each the same
+function (the boundary bit for bit, the staged sums up to rounding):
 
 - `activation_boundary`: a TLU's output (standalone or fused) is divided by
   a runtime 1 so that XLA computes it once instead of in each reader
@@ -20,7 +21,7 @@ patched to False while it traces), and times, interleaved after a warm-up:
   function (what an XLA-compiled serving export runs), one call per repeat.
 
 It checks that both traces give the same first loss and the same
-predictions. The result is the median of the per-round (per-call) ratios
+predictions (to float32 rounding). The result is the median of the per-round (per-call) ratios
 with / without, with its 95% interval (`median_interval.py`; needs >= 6).
 
     python benchmarks/xla_cpu_forms.py                      # ResNet-20
