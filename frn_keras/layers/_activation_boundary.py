@@ -20,7 +20,6 @@ CPU take it: other targets (GPU, TPU) fuse differently, and TensorFlow's own
 kernels run each op once anyway.
 """
 
-from keras import backend
 from keras import ops
 
 from frn_keras.layers._xla_context import compiled_by_xla_for_cpu
@@ -35,7 +34,7 @@ def computed_once(z, tau):
         tau: The TLU's threshold, which broadcasts against `z`: the runtime
             source of the 1 (a constant 1 would be folded away).
     """
-    if backend.backend() != "tensorflow" or not compiled_by_xla_for_cpu():
+    if not compiled_by_xla_for_cpu():
         return z
     # sign(|tau| + 1) is 1 for every tau but NaN, where max(x, tau) is NaN
     # already.

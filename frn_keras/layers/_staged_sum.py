@@ -18,7 +18,6 @@ traces for the CPU take it; elsewhere the sum is one reduction. (README,
 0.91-0.98x to 0.75-0.77x BN + ReLU's time.)
 """
 
-from keras import backend
 from keras import ops
 
 from frn_keras.layers._xla_context import compiled_by_xla_for_cpu
@@ -37,8 +36,7 @@ def staged_sum(t, axes):
         axes: Tuple of the axes to sum over.
     """
     group = _group_size(t.shape, axes)
-    if group == 1 or backend.backend() != "tensorflow" \
-            or not compiled_by_xla_for_cpu():
+    if group == 1 or not compiled_by_xla_for_cpu():
         return ops.sum(t, axis=axes, keepdims=True)
     (axis,) = axes
     shape = [-1 if size is None else size for size in t.shape]

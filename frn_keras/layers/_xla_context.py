@@ -1,7 +1,10 @@
 """Whether a TensorFlow trace will be compiled by XLA, and for which
 device: the layers take TensorFlow-kernel-specific forms
-(`_sum_of_squares`, `_wide_broadcast`) only where it will not, and an
-XLA:CPU-specific one (`_activation_boundary`) only where it will."""
+(`_sum_of_squares`, `_wide_broadcast`) only where it will not, and
+XLA:CPU-specific ones (`_activation_boundary`, `_staged_sum`) only where it
+will."""
+
+from keras import backend
 
 
 def compiled_by_xla():
@@ -24,11 +27,12 @@ def compiled_by_xla():
 
 def compiled_by_xla_for_cpu():
     """Whether the graph being traced will be compiled by XLA for the CPU:
-    an XLA trace on a machine with no GPU or TPU visible to TensorFlow (on
-    one that has them, Keras places the computation there)."""
+    a TensorFlow-backend XLA trace on a machine with no GPU or TPU visible
+    to TensorFlow (on one that has them, Keras places the computation
+    there)."""
+    if backend.backend() != "tensorflow" or not compiled_by_xla():
+        return False
     import tensorflow as tf
 
-    if not compiled_by_xla():
-        return False
     return not (tf.config.list_logical_devices("GPU")
                 or tf.config.list_logical_devices("TPU"))
