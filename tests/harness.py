@@ -18,6 +18,8 @@ SHAPES_AND_AXES = [
     ((2, 6, 5, 4), 1),  # Conv2D NCHW
     ((2, 3, 4, 5, 6), -1),  # Conv3D NDHWC
     ((2, 6, 3, 4, 5), 1),  # Conv3D NCDHW
+    # Channels neither first nor last: not folded, two spatial axes.
+    ((2, 5, 6, 4), 2),
 ]
 
 
