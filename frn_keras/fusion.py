@@ -49,13 +49,19 @@ def fuse_frn_tlu(model):
         return type(layer).from_config(layer.get_config())
 
     if isinstance(model, keras.Sequential):
-        fused = keras.Sequential(
-            [clone(layer) for layer in model.layers
-             if layer.name not in fused_tlus],
-            name=model.name,
-        )
+        layers = [clone(layer) for layer in model.layers
+                  if layer.name not in fused_tlus]
         if model.built:
-            fused.build(model.input_shape)
+            # The model's own input: a Sequential built from a shape takes
+            # its first layer's compute dtype (float16 under a mixed
+            # policy), where the model may have declared a float32 input.
+            (source,) = model.inputs
+            layers.insert(0, keras.Input(batch_shape=source.shape,
+                                         dtype=source.dtype,
+                                         sparse=source.sparse,
+                                         ragged=source.ragged))
+        fused = keras.Sequential(layers, name=model.name,
+                                 trainable=model.trainable)
     else:
         def call(layer, *args, **kwargs):
             if layer.name in fused_tlus:

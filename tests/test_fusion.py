@@ -101,9 +101,14 @@ def test_pairs_that_must_stay_apart_are_kept():
     b = TLU(affine=True, name="affine_tlu")(b)
     c = FilterResponseNormalization(name="other_axis")(b)
     c = TLU(axis=1, name="tlu_axis1")(c)
-    d = FilterResponseNormalization(name="fusable")(c)
+    f = FilterResponseNormalization(dtype="mixed_float16",
+                                    name="mixed_frn")(c)
+    f = TLU(name="float32_tlu")(f)
+    g = FilterResponseNormalization(trainable=False, name="frozen_frn")(f)
+    g = TLU(name="trainable_tlu")(g)
+    d = FilterResponseNormalization(name="fusable")(g)
     d = TLU(tau_initializer="ones", tau_constraint="non_neg",
-            name="tlu_d")(d)
+            tau_regularizer="l2", name="tlu_d")(d)
     e = FilterResponseNormalization(name="is_an_output")(d)
     outputs = [TLU(name="tlu_e")(e), e]
     model = keras.Model(inputs, outputs)
@@ -114,12 +119,46 @@ def test_pairs_that_must_stay_apart_are_kept():
     assert [layer.name for layer in fused.layers
             if type(layer) is FilterResponseNormalizationTLU] == ["fusable"]
     assert "tlu_d" not in [layer.name for layer in fused.layers]
-    assert fused.get_layer("fusable").get_config()["tau_constraint"][
-        "class_name"] == "NonNeg"
+    config = fused.get_layer("fusable").get_config()
+    assert config["tau_constraint"]["class_name"] == "NonNeg"
+    assert config["tau_regularizer"]["class_name"] == "L2"
+    assert not fused.get_layer("frozen_frn").trainable
     x = np.random.default_rng(2).normal(size=(3, 6, 6, 4)).astype("float32")
     for got, want in zip(fused.predict(x, verbose=0),
                          model.predict(x, verbose=0)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sequential_pairs_that_must_stay_apart_are_kept():
+    # Adjacent layers of a Sequential model: only the pair checks apply.
+    model = keras.Sequential([
+        keras.Input((6, 6, 4)),
+        FilterResponseNormalization(dtype="mixed_float16", name="mixed_frn"),
+        TLU(name="float32_tlu"),
+        FilterResponseNormalization(trainable=False, name="frozen_frn"),
+        TLU(name="trainable_tlu"),
+        FilterResponseNormalization(name="fusable"),
+        TLU(name="tlu"),
+    ])
+    _randomize(model)
+
+    fused = fuse_frn_tlu(model)
+
+    assert [type(layer).__name__ for layer in fused.layers] == [
+        "FilterResponseNormalization", "TLU", "FilterResponseNormalization",
+        "TLU", "FilterResponseNormalizationTLU"]
+    # The declared float32 input, not one in the first layer's float16.
+    assert fused.inputs[0].dtype == "float32"
+    assert fused.layers[1].compute_dtype == "float32"
+    assert not fused.layers[2].trainable and fused.layers[3].trainable
+    # Eager calls: under XLA, float16 ops may keep float32 precision where
+    # the two models' graphs differ.
+    x = np.random.default_rng(4).normal(size=(2, 6, 6, 4)).astype("float32")
+    np.testing.assert_allclose(fused(x).numpy(), model(x).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+    model.trainable = False
+    assert not fuse_frn_tlu(model).trainable
 
 
 def test_sequential_and_nested_models():
