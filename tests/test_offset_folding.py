@@ -123,7 +123,7 @@ def test_foldable_chains_fold_to_the_same_function(case):
 @pytest.mark.parametrize("case", [
     "3x3_conv", "grouped_conv", "other_reader", "model_output",
     "tlu_is_output", "affine_tlu", "channel_axis_mismatch", "no_center",
-    "dense_on_other_axis", "depthwise",
+    "dense_on_other_axis", "depthwise", "quantized_dense",
 ])
 def test_offsets_that_cannot_fold_are_kept(case):
     inputs = keras.Input((6, 6, 4))
@@ -151,8 +151,13 @@ def test_offsets_that_cannot_fold_are_kept(case):
         outputs = keras.layers.Dense(3)(frn(inputs))
     elif case in ("no_center", "depthwise"):
         outputs = keras.layers.DepthwiseConv2D(1)(y)
+    elif case == "quantized_dense":  # int8 kernel: K^T beta needs its scale
+        dense = keras.layers.Dense(3)
+        outputs = dense(y)
     model = keras.Model(inputs, outputs)
     _randomize(model)
+    if case == "quantized_dense":
+        dense.quantize("int8")
 
     assert not has_frn_offsets_to_fold(model)
     folded = fold_frn_offsets(model)
