@@ -8,13 +8,22 @@ from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
 
 
+# A layer's name, dtype policy and `trainable` carry over to its
+# replacement; from BatchNorm, also what applies to its gamma and beta.
+_KEPT_FROM_EVERY_LAYER = ("name", "dtype", "trainable")
+_KEPT_FROM_BATCH_NORM = _KEPT_FROM_EVERY_LAYER + (
+    "center", "scale", "beta_regularizer", "gamma_regularizer",
+    "beta_constraint", "gamma_constraint")
+
+
 def convert_to_frn(model):
     """Returns a copy of `model` with every BatchNormalization made FRN.
 
     Each `BatchNormalization` becomes `FilterResponseNormalization` on the
-    same channel axis (keeping its `gamma` and `beta`), and a ReLU layer
-    (`ReLU()` or `Activation("relu")`) that directly follows it becomes
-    `TLU`. Every other layer, its weights and the graph are kept; nested
+    same channel axis (keeping its `gamma` and `beta`, their regularizers
+    and constraints), and a ReLU layer (`ReLU()` or `Activation("relu")`)
+    that directly follows it becomes `TLU`; each keeps the name, dtype
+    policy and `trainable` of the layer it replaces. Every other layer, its weights and the graph are kept; nested
     Functional or Sequential models are converted too. The moving statistics
     of BatchNorm have no FRN counterpart, so fine-tune the converted model.
 
@@ -47,13 +56,15 @@ def convert_to_frn(model):
             relu_axes[layer.name] = bn_axes[source.name]
 
     def clone(layer):
+        config = layer.get_config()
         if layer.name in bn_axes:
             return FilterResponseNormalization(
-                axis=bn_axes[layer.name], center=layer.center,
-                scale=layer.scale, name=layer.name,
+                axis=bn_axes[layer.name],
+                **{key: config[key] for key in _KEPT_FROM_BATCH_NORM},
             )
         if layer.name in relu_axes:
-            return TLU(axis=relu_axes[layer.name], name=layer.name)
+            return TLU(axis=relu_axes[layer.name],
+                       **{key: config[key] for key in _KEPT_FROM_EVERY_LAYER})
         if isinstance(layer, keras.Model):
             return convert_to_frn(layer)
         return type(layer).from_config(layer.get_config())

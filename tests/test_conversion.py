@@ -62,6 +62,35 @@ def test_converted_layer_computes_frn_of_the_kept_convolution():
     np.testing.assert_allclose(frn_out, want, rtol=1e-5, atol=1e-5)
 
 
+def test_policy_trainable_regularizers_and_constraints_carry_over():
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, dtype="mixed_float16")(inputs)
+    h = keras.layers.BatchNormalization(
+        dtype="mixed_float16", trainable=False, gamma_regularizer="l2",
+        beta_constraint="non_neg", name="bn")(h)
+    h = keras.layers.Activation("relu", dtype="mixed_float16",
+                                trainable=False, name="relu")(h)
+    h = keras.layers.BatchNormalization(
+        center=False, beta_regularizer="l1", name="bn_plain")(h)
+    original = keras.Model(inputs, h)
+
+    converted = convert_to_frn(original)
+
+    frn, tlu = converted.get_layer("bn"), converted.get_layer("relu")
+    assert frn.dtype_policy.name == "mixed_float16" and not frn.trainable
+    assert isinstance(frn.gamma_regularizer, keras.regularizers.L2)
+    assert isinstance(frn.beta_constraint, keras.constraints.NonNeg)
+    assert tlu.dtype_policy.name == "mixed_float16" and not tlu.trainable
+    plain = converted.get_layer("bn_plain")
+    assert plain.dtype_policy.name == "float32" and plain.trainable
+    assert not plain.center and plain.beta is None
+    assert plain.gamma_regularizer is None
+    assert converted.trainable_weights == [
+        converted.layers[1].kernel, converted.layers[1].bias, plain.gamma]
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
+    assert keras.ops.convert_to_numpy(converted(x)).dtype == np.float32
+
+
 def test_nested_sequential_is_converted():
     block = keras.Sequential([
         keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, padding="same"),
