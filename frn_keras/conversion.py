@@ -23,9 +23,10 @@ def convert_to_frn(model):
     same channel axis (keeping its `gamma` and `beta`, their regularizers
     and constraints), and a ReLU layer (`ReLU()` or `Activation("relu")`)
     that directly follows it becomes `TLU`; each keeps the name, dtype
-    policy and `trainable` of the layer it replaces. Every other layer, its weights and the graph are kept; nested
-    Functional or Sequential models are converted too. The moving statistics
-    of BatchNorm have no FRN counterpart, so fine-tune the converted model.
+    policy and `trainable` of the layer it replaces. Every other layer, its
+    weights and the graph are kept; nested Functional or Sequential models
+    are converted too. The moving statistics of BatchNorm have no FRN
+    counterpart, so fine-tune the converted model.
 
     Args:
         model: A Functional or Sequential `keras.Model`.
@@ -56,6 +57,8 @@ def convert_to_frn(model):
             relu_axes[layer.name] = bn_axes[source.name]
 
     def clone(layer):
+        if isinstance(layer, keras.Model):
+            return convert_to_frn(layer)
         config = layer.get_config()
         if layer.name in bn_axes:
             return FilterResponseNormalization(
@@ -65,9 +68,7 @@ def convert_to_frn(model):
         if layer.name in relu_axes:
             return TLU(axis=relu_axes[layer.name],
                        **{key: config[key] for key in _KEPT_FROM_EVERY_LAYER})
-        if isinstance(layer, keras.Model):
-            return convert_to_frn(layer)
-        return type(layer).from_config(layer.get_config())
+        return type(layer).from_config(config)
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, (FilterResponseNormalization, TLU)):
