@@ -276,6 +276,21 @@ def test_bad_learned_epsilon_initializer_raises(value):
         FilterResponseNormalization(learned_epsilon_initializer=value)
 
 
+@pytest.mark.parametrize(
+    "value", [0.0, 0, "zeros", keras.initializers.Constant(0.0)],
+    ids=["0.0", "0", "zeros", "Constant(0)"])
+def test_learned_epsilon_starting_at_zero_raises(value):
+    # |eps_learned| has no gradient at 0: such a weight would never train.
+    with pytest.raises(ValueError, match=r"never train.*Received: "
+                       r"learned_epsilon_initializer="):
+        FilterResponseNormalization(learned_epsilon=True,
+                                    learned_epsilon_initializer=value)
+    # Unused without a learned epsilon, where 0 is harmless.
+    layer = FilterResponseNormalization(learned_epsilon_initializer=value)
+    layer.build((None, 4))
+    assert layer.eps_learned is None and len(layer.weights) == 2
+
+
 def test_learned_epsilon_must_be_bool():
     with pytest.raises(ValueError, match=r"Received: learned_epsilon='yes'"):
         FilterResponseNormalization(learned_epsilon="yes")

@@ -4,6 +4,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import constraints
 from keras import initializers
 from keras import ops
@@ -73,8 +74,9 @@ class FilterResponseNormalization(keras.layers.Layer):
         learned_epsilon: If `True`, add a trainable scalar `eps_learned` and
             use `eps = epsilon + |eps_learned|`. Recommended for rank-2 inputs.
             Defaults to `False`.
-        learned_epsilon_initializer: Float >= 0 (the initial value) or
-            initializer for `eps_learned`. Defaults to `1e-4`.
+        learned_epsilon_initializer: Float > 0 (the initial value) or
+            initializer for `eps_learned`; not zero, where
+            `|eps_learned|` has no gradient. Defaults to `1e-4`.
         learned_epsilon_constraint: Optional constraint for `eps_learned`.
             Defaults to `None`.
         center: If `True`, add the offset `beta`. Defaults to `True`.
@@ -136,7 +138,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         self.epsilon = epsilon
         self.learned_epsilon = learned_epsilon
         self.learned_epsilon_initializer = _epsilon_initializer(
-            learned_epsilon_initializer
+            learned_epsilon_initializer, learned_epsilon
         )
         self.learned_epsilon_constraint = constraints.get(
             learned_epsilon_constraint
@@ -237,20 +239,39 @@ class FilterResponseNormalization(keras.layers.Layer):
         return {**base_config, **config}
 
 
-def _epsilon_initializer(value):
+def _epsilon_initializer(value, learned):
     """A float initial value becomes a `Constant`; anything else a keras
-    initializer."""
+    initializer. When `learned`, a zero start is refused: `|eps_learned|`
+    has no gradient at 0, so `eps_learned` would stay at 0 and never train."""
     if isinstance(value, bool):
         raise ValueError(
-            "Argument `learned_epsilon_initializer` must be a float >= 0 or "
+            "Argument `learned_epsilon_initializer` must be a float > 0 or "
             f"an initializer. Received: learned_epsilon_initializer={value!r}"
         )
     if isinstance(value, numbers.Real):
         if not math.isfinite(value) or value < 0:
             raise ValueError(
                 "Argument `learned_epsilon_initializer` must be a finite "
-                "float >= 0 or an initializer. "
+                "float > 0 or an initializer. "
                 f"Received: learned_epsilon_initializer={value!r}"
             )
-        return initializers.Constant(float(value))
-    return initializers.get(value)
+        initializer = initializers.Constant(float(value))
+    else:
+        initializer = initializers.get(value)
+    if learned and _starts_at_zero(initializer):
+        raise ValueError(
+            "Argument `learned_epsilon_initializer` must not start "
+            "`eps_learned` at 0: `eps = epsilon + |eps_learned|` has no "
+            "gradient there, so it would never train. Use a small value "
+            "such as the default 1e-4, or `learned_epsilon=False` for a "
+            "fixed epsilon. "
+            f"Received: learned_epsilon_initializer={value!r}"
+        )
+    return initializer
+
+
+def _starts_at_zero(initializer):
+    if isinstance(initializer, initializers.Zeros):
+        return True
+    return isinstance(initializer, initializers.Constant) and bool(
+        np.all(np.asarray(initializer.value) == 0))
