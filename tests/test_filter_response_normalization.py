@@ -209,6 +209,19 @@ def test_mixed_precision_large_activations(policy, rtol):
     assert np.all(np.isfinite(grads["x"].astype(np.float32)))
 
 
+@pytest.mark.all_backends
+def test_mixed_precision_float32_inputs_are_used_as_given():
+    # float32 inputs beyond float16's range (65504) are normalized from their
+    # float32 values, not first cast to float16 (inf).
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(2, 8, 8, 6)) * 1e5).astype("float32")
+    layer, params = _random_frn(x.shape, -1, False, dtype="mixed_float16")
+    y = harness.to_numpy(layer(x))
+    assert y.dtype == np.float16
+    want = _reference(x.astype(np.float64), -1, params)
+    harness.assert_allclose(y.astype(np.float64), want, rtol=2e-3, atol=6e-3)
+
+
 def test_mixed_precision_policy_in_a_model():
     keras.config.set_dtype_policy("mixed_float16")
     inputs = keras.Input((8, 8, 3))
@@ -223,6 +236,8 @@ def test_mixed_precision_policy_in_a_model():
 def test_compute_output_shape_and_symbolic_call():
     layer = FilterResponseNormalization(axis=1)
     assert layer.compute_output_shape((None, 6, 5, 4)) == (None, 6, 5, 4)
+    with pytest.raises(ValueError, match=r"rank >= 2"):
+        layer.compute_output_shape((6,))
     out = layer(keras.Input((6, None, None)))
     assert tuple(out.shape) == (None, 6, None, None)
     assert layer.gamma.shape == (6,)
@@ -236,7 +251,7 @@ def test_bad_epsilon_raises(epsilon):
         FilterResponseNormalization(epsilon=epsilon)
 
 
-@pytest.mark.parametrize("axis", [0, 1.5, "channels", None])
+@pytest.mark.parametrize("axis", [0, 1.5, "channels", None, True])
 def test_bad_axis_argument_raises(axis):
     with pytest.raises(ValueError, match=r"`axis`.*Received: axis="):
         FilterResponseNormalization(axis=axis)
@@ -248,13 +263,15 @@ def test_tfa_style_axis_list_points_to_migration():
 
 
 @pytest.mark.all_backends
-@pytest.mark.parametrize("axis,shape", [(4, (2, 3, 3, 4)),
-                                        (-5, (2, 3, 3, 4)),
-                                        (-4, (2, 3, 3, 4)),
-                                        (2, (2, 3))])
-def test_axis_out_of_range_or_batch_for_input_raises(axis, shape):
+@pytest.mark.parametrize("axis,shape,problem", [
+    (4, (2, 3, 3, 4), "is out of range"),
+    (-5, (2, 3, 3, 4), "is out of range"),
+    (-4, (2, 3, 3, 4), "resolves to the batch axis"),
+    (2, (2, 3), "is out of range")])
+def test_axis_out_of_range_or_batch_for_input_raises(axis, shape, problem):
     layer = FilterResponseNormalization(axis=axis)
-    with pytest.raises(ValueError, match=rf"`axis`.*Received: axis={axis}"):
+    with pytest.raises(ValueError,
+                       match=rf"`axis` {problem}.*Received: axis={axis}"):
         layer(np.ones(shape, "float32"))
 
 
@@ -294,6 +311,12 @@ def test_learned_epsilon_starting_at_zero_raises(value):
 def test_learned_epsilon_must_be_bool():
     with pytest.raises(ValueError, match=r"Received: learned_epsilon='yes'"):
         FilterResponseNormalization(learned_epsilon="yes")
+
+
+@pytest.mark.parametrize("name", ["center", "scale"])
+def test_center_and_scale_must_be_bool(name):
+    with pytest.raises(ValueError, match=rf"`{name}`.*Received: {name}=1"):
+        FilterResponseNormalization(**{name: 1})
 
 
 def test_input_with_other_channel_count_after_build_raises():

@@ -166,6 +166,44 @@ def test_mixed_precision_keeps_float32_moments(policy):
 
 
 @pytest.mark.all_backends
+def test_mixed_precision_float32_inputs_are_used_as_given():
+    # x = 1000 + u with beta = -1000 (and a proxy shifted to match): a
+    # float16 copy of x would be rounded to a multiple of 0.5 before the
+    # cancellation; the layer computes the affine from the float32 x.
+    rng = np.random.default_rng(12)
+    x = (1000 + rng.uniform(-1, 1, size=(2, 4, 4, 3))).astype("float32")
+    layer, w = _random_pn(x.shape, -1, dtype="mixed_float16")
+    w.update(gamma=np.ones(3), beta=np.full(3, -1000.0),
+             proxy_scale=np.zeros(3), proxy_shift=np.full(3, 1000.0))
+    for name, value in w.items():
+        getattr(layer, name).assign(value)
+    y = harness.to_numpy(layer(x))
+    assert y.dtype == np.float16
+    want = ref.proxy_norm_forward(x.astype(np.float64), -1, "relu",
+                                  epsilon=0.03, n=200, **w)
+    harness.assert_allclose(y.astype(np.float64), want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.all_backends
+def test_a_mask_passes_through():
+    # PN-Act is elementwise once its moments are known, so it keeps the
+    # mask: the masked average below leaves out the masked steps, whose
+    # outputs are not zero.
+    x = np.random.default_rng(6).normal(size=(2, 4, 3))
+    x[:, 2:] = 0.0
+    inputs = keras.Input((4, 3), dtype="float64")
+    layer = ProxyNormalization(dtype="float64")
+    h = layer(keras.layers.Masking(0.0, dtype="float64")(inputs))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D(
+        dtype="float64")(h))
+    ones, zeros = np.ones(3), np.zeros(3)
+    want = ref.proxy_norm_forward(x[:, :2], -1, "relu", ones, zeros, zeros,
+                                  zeros, epsilon=0.03, n=200)
+    harness.assert_allclose(harness.to_numpy(model(x)), want.mean(axis=1),
+                            rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.all_backends
 def test_without_affine_weights():
     layer = ProxyNormalization(center=False, scale=False, proxy_affine=False)
     layer.build((None, 4))

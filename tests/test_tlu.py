@@ -138,7 +138,21 @@ def test_training_equals_inference_and_xla_equals_eager():
     np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("axis", [0, 2.0, [1, 2]])
+@pytest.mark.all_backends
+def test_a_mask_passes_through():
+    # TLU is elementwise, so it keeps the mask: the masked average below
+    # still leaves out the masked (all-zero) steps.
+    x = np.random.default_rng(5).normal(size=(2, 4, 3)).astype("float32")
+    x[:, 2:] = 0.0
+    inputs = keras.Input((4, 3))
+    h = TLU()(keras.layers.Masking(0.0)(inputs))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(h))
+    want = ref.tlu_forward(x[:, :2].astype(np.float64), -1, np.zeros(3))
+    harness.assert_allclose(harness.to_numpy(model(x)), want.mean(axis=1),
+                            rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("axis", [0, 2.0, [1, 2], True])
 def test_bad_axis_argument_raises(axis):
     with pytest.raises(ValueError, match=r"`axis`.*Received: axis="):
         TLU(axis=axis)
