@@ -36,20 +36,12 @@ def convert_to_frn(model):
 
     Raises:
         ValueError: for a subclassed model (its `call` is arbitrary Python,
-            so its graph cannot be rebuilt), or a BatchNormalization over
-            several axes.
+            so its graph cannot be rebuilt).
     """
     check_graph_model(model, "convert_to_frn")
-    bn_axes = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            if not isinstance(layer.axis, int):
-                raise ValueError(
-                    f"BatchNormalization '{layer.name}' normalizes over "
-                    "several axes; FRN takes one channel axis. Received: "
-                    f"axis={layer.axis}"
-                )
-            bn_axes[layer.name] = layer.axis
+    # Keras 3's BatchNormalization has a single (int) channel axis.
+    bn_axes = {layer.name: layer.axis for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
     relu_axes = {}
     for layer in model.layers:
         source = producer(layer) if _is_relu(layer) else None

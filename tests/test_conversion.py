@@ -72,6 +72,7 @@ def test_policy_trainable_regularizers_and_constraints_carry_over():
                                 trainable=False, name="relu")(h)
     h = keras.layers.BatchNormalization(
         center=False, beta_regularizer="l1", name="bn_plain")(h)
+    h = keras.layers.BatchNormalization(scale=False, name="bn_unscaled")(h)
     original = keras.Model(inputs, h)
 
     converted = convert_to_frn(original)
@@ -85,10 +86,34 @@ def test_policy_trainable_regularizers_and_constraints_carry_over():
     assert plain.dtype_policy.name == "float32" and plain.trainable
     assert not plain.center and plain.beta is None
     assert plain.gamma_regularizer is None
+    unscaled = converted.get_layer("bn_unscaled")
+    assert unscaled.center and not unscaled.scale and unscaled.gamma is None
     assert converted.trainable_weights == [
-        converted.layers[1].kernel, converted.layers[1].bias, plain.gamma]
+        converted.layers[1].kernel, converted.layers[1].bias, plain.gamma,
+        unscaled.beta]
     x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
     assert keras.ops.convert_to_numpy(converted(x)).dtype == np.float32
+
+
+@pytest.mark.parametrize("relu", [
+    keras.layers.ReLU(max_value=6.0), keras.layers.ReLU(negative_slope=0.1),
+    keras.layers.ReLU(threshold=0.5), keras.layers.Activation("relu6"),
+    keras.layers.Activation("gelu")],
+    ids=["max_value", "negative_slope", "threshold", "relu6", "gelu"])
+def test_only_a_plain_relu_after_batch_norm_becomes_tlu(relu):
+    # TLU generalizes max(x, 0) only: a capped, leaky or thresholded ReLU,
+    # or another activation, computes something else and is kept.
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv2D(3, 1)(inputs))
+    model = keras.Model(inputs, relu(h))
+
+    converted = convert_to_frn(model)
+
+    assert _count(converted, FilterResponseNormalization) == 1
+    assert _count(converted, TLU) == 0
+    kept = converted.layers[-1]
+    assert type(kept) is type(relu)
+    assert kept.get_config() == relu.get_config()
 
 
 def test_nested_sequential_is_converted():
