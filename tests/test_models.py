@@ -36,6 +36,120 @@ def test_resnet_v2_50_size_matches_keras_applications():
     assert model.output_shape == (None, 1000)
 
 
+def _source(layer, index=None):
+    """The layer whose output `layer` takes (its `index`-th input)."""
+    tensor = layer.input if index is None else layer.input[index]
+    return tensor._keras_history.operation
+
+
+def _reader(model, layer):
+    """The one layer of `model` that takes `layer`'s output."""
+    readers = [other for other in model.layers[1:]
+               if not isinstance(other.input, list)
+               and _source(other) is layer]
+    assert len(readers) == 1, (layer.name, readers)
+    return readers[0]
+
+
+def test_cifar_resnet_blocks_follow_he_et_al():
+    # Section 4.2: conv-BN-ReLU-conv-BN, added to the shortcut, then ReLU;
+    # stride 2 and a 1x1 projection (option B) where the stage changes;
+    # feature maps 32, 16, 8 with 16, 32, 64 filters.
+    model = models.resnet_cifar(20, norm="bn")
+    bn, relu = keras.layers.BatchNormalization, keras.layers.ReLU
+    stem = model.get_layer("stem_conv")
+    block_input = _reader(model, _reader(model, stem))
+    assert isinstance(block_input, relu)
+    for stage, (filters, size) in enumerate([(16, 32), (32, 16), (64, 8)]):
+        for block in range(3):
+            name = f"stage{stage + 1}_block{block + 1}"
+            conv1, conv2, add = (model.get_layer(f"{name}_{part}")
+                                 for part in ("conv1", "conv2", "add"))
+            projected = stage > 0 and block == 0
+            assert _source(conv1) is block_input
+            assert conv1.strides == ((2, 2) if projected else (1, 1))
+            act1 = _source(conv2)
+            assert isinstance(act1, relu) and isinstance(_source(act1), bn)
+            assert _source(_source(act1)) is conv1
+            shortcut, residual = _source(add, 0), _source(add, 1)
+            assert isinstance(residual, bn) and _source(residual) is conv2
+            if projected:
+                assert isinstance(shortcut, bn)
+                projection = _source(shortcut)
+                assert projection.name == f"{name}_shortcut_conv"
+                assert projection.kernel_size == (1, 1)
+                assert projection.strides == (2, 2)
+                assert _source(projection) is block_input
+            else:
+                assert shortcut is block_input
+            assert tuple(add.output.shape) == (None, size, size, filters)
+            block_input = _reader(model, add)
+            assert isinstance(block_input, relu)
+    assert isinstance(_reader(model, block_input),
+                      keras.layers.GlobalAveragePooling2D)
+    convs = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 21 and not any(conv.use_bias for conv in convs)
+
+
+def test_resnet_v2_50_blocks_are_pre_activation():
+    # He et al. 2016b: each block takes norm-act of its input once, for the
+    # residual branch and for a projection shortcut; an identity shortcut
+    # is the block's input itself. Stride 2 in the 3x3 convolution of each
+    # stage's first block; feature maps 56, 28, 14, 7.
+    model = models.resnet_v2_50(norm="bn")
+    bn, relu = keras.layers.BatchNormalization, keras.layers.ReLU
+    block_input = model.get_layer("stem_pool")
+    for stage, (blocks, size) in enumerate(
+            zip((3, 4, 6, 3), (56, 28, 14, 7))):
+        filters = 64 * 2**stage
+        for block in range(blocks):
+            name = f"stage{stage + 1}_block{block + 1}"
+            conv1, conv2, conv3, add = (
+                model.get_layer(f"{name}_{part}")
+                for part in ("conv1", "conv2", "conv3", "add"))
+            preact = _source(conv1)
+            assert isinstance(preact, relu) and isinstance(_source(preact), bn)
+            assert _source(_source(preact)) is block_input
+            for conv, source_conv in ((conv2, conv1), (conv3, conv2)):
+                act = _source(conv)
+                assert isinstance(act, relu) and isinstance(_source(act), bn)
+                assert _source(_source(act)) is source_conv
+            assert conv2.strides == ((2, 2) if stage > 0 and block == 0
+                                     else (1, 1))
+            shortcut = _source(add, 0)
+            if block == 0:
+                assert shortcut.name == f"{name}_shortcut_conv"
+                assert _source(shortcut) is preact
+            else:
+                assert shortcut is block_input
+            assert _source(add, 1) is conv3
+            assert tuple(add.output.shape) == (None, size, size, 4 * filters)
+            block_input = add
+    final_norm = _reader(model, block_input)
+    assert isinstance(final_norm, bn)
+    assert isinstance(_reader(model, final_norm), relu)
+    assert not any(layer.use_bias for layer in model.layers
+                   if isinstance(layer, keras.layers.Conv2D))
+
+
+# The usual per-channel statistics of CIFAR-10's training set and ImageNet's.
+@pytest.mark.parametrize("build,mean,std", [
+    (lambda: models.resnet_cifar(8),
+     (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    (lambda: models.resnet_v2_50(input_shape=(32, 32, 3)),
+     (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+], ids=["resnet_cifar", "resnet_v2_50"])
+def test_models_standardize_raw_pixels(build, mean, std):
+    model = build()
+    standardized = keras.Model(model.input,
+                               model.get_layer("standardize").output)
+    x = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3))
+    want = (x / 255.0 - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(standardized(x.astype("float32")), want,
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("build", [
     lambda norm: models.resnet_cifar(20, norm=norm),
     lambda norm: models.resnet_v2_50(norm=norm, input_shape=(64, 64, 3)),
@@ -88,7 +202,7 @@ def test_registry_adds_a_norm_by_name_and_refuses_unknown_or_duplicates():
         models.resnet_cifar(20, norm="nope")
 
 
-@pytest.mark.parametrize("depth", [19, 6, 20.0, True])
+@pytest.mark.parametrize("depth", [19, 6, 2, 20.0, True])
 def test_bad_depth_raises(depth):
     with pytest.raises(ValueError, match=r"Received: depth="):
         models.resnet_cifar(depth)
@@ -97,6 +211,15 @@ def test_bad_depth_raises(depth):
 def test_bad_data_format_raises():
     with pytest.raises(ValueError, match=r"Received: data_format='NCHW'"):
         models.resnet_v2_50(data_format="NCHW")
+
+
+def test_batch_norm_entry_has_its_documented_settings():
+    # README's model-zoo table: momentum 0.9 and epsilon 1e-5 (the usual
+    # ResNet settings, as in PyTorch), not Keras's 0.99 and 1e-3.
+    model = models.resnet_cifar(8, norm="bn")
+    settings = {(layer.momentum, layer.epsilon) for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
+    assert settings == {(0.9, 1e-5)}
 
 
 def test_group_norm_caps_groups_and_round_trips(tmp_path):
