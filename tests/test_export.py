@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -383,15 +384,33 @@ def test_export_argument_errors(tmp_path, exported):
         export_for_serving(grey, str(tmp_path), "grey")
     with pytest.raises(ValueError, match=r"Received: version=0"):
         export_for_serving(model, str(tmp_path), "m", version=0)
-    with pytest.raises(ValueError, match=r"Received: model_name=''"):
-        export_for_serving(model, str(tmp_path), "")
-    with pytest.raises(ValueError, match=r"warmup_images.*shape=\(2, 8, 8\)"):
-        export_for_serving(model, str(tmp_path), "m",
-                           warmup_images=np.zeros((2, 8, 8), np.uint8))
+    for name in ["", "a/b", ".hidden"]:
+        with pytest.raises(ValueError, match=rf"Received: model_name='{name}'"):
+            export_for_serving(model, str(tmp_path), name)
+    for shape in [(2, 8, 8), (0, 8, 8, 3)]:
+        with pytest.raises(ValueError, match=rf"warmup_images.*shape="
+                           rf"{re.escape(str(shape))}"):
+            export_for_serving(model, str(tmp_path), "m",
+                               warmup_images=np.zeros(shape, np.uint8))
     export_for_serving(model, str(tmp_path), "m", verbose=False)
     with pytest.raises(ValueError, match=r"overwrite=True.*Received: version=1"):
         export_for_serving(model, str(tmp_path), "m")
     export_for_serving(model, str(tmp_path), "m", overwrite=True, verbose=False)
+
+
+def test_model_that_outputs_probabilities_is_served_as_is(
+        exported, digits, tmp_path):
+    model, _ = exported
+    inputs = keras.Input(model.input_shape[1:])
+    softmax = keras.Model(inputs, keras.layers.Softmax()(model(inputs)))
+    version_dir = export_for_serving(softmax, str(tmp_path), "probs",
+                                     from_logits=False, verbose=False)
+    images = digits[1][0][:4]
+    out = _signature(version_dir)(images=tf.constant(images))
+    want = _keras_probabilities(model, images)
+    np.testing.assert_allclose(out["probabilities"].numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["classes"].numpy(), want.argmax(-1))
 
 
 def test_command_line_exports_a_keras_file(exported, tmp_path, digits):
@@ -399,6 +418,7 @@ def test_command_line_exports_a_keras_file(exported, tmp_path, digits):
     keras_path = tmp_path / "model.keras"
     model.save(keras_path)
     base = tmp_path / "models"
+    (base / "notes").mkdir(parents=True)  # no version folder: not a model
     result = subprocess.run(
         [sys.executable, "-m", "frn_keras.export", str(keras_path),
          "--base-dir", str(base), "--name", "cli", "--version", "2"],
@@ -411,7 +431,8 @@ def test_command_line_exports_a_keras_file(exported, tmp_path, digits):
         out["probabilities"].numpy(), _keras_probabilities(model, images),
         rtol=1e-5, atol=1e-6,
     )
-    assert 'name: "cli"' in (base / "models.config").read_text()
+    config = (base / "models.config").read_text()
+    assert 'name: "cli"' in config and "notes" not in config
 
 
 def test_write_models_config_lists_each_model(tmp_path):
