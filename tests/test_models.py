@@ -8,6 +8,7 @@ import keras
 
 import frn_keras
 from frn_keras import models
+from frn_keras._graph import producer
 
 
 def _trainable(model):
@@ -36,17 +37,9 @@ def test_resnet_v2_50_size_matches_keras_applications():
     assert model.output_shape == (None, 1000)
 
 
-def _source(layer, index=None):
-    """The layer whose output `layer` takes (its `index`-th input)."""
-    tensor = layer.input if index is None else layer.input[index]
-    return tensor._keras_history.operation
-
-
-def _reader(model, layer):
-    """The one layer of `model` that takes `layer`'s output."""
-    readers = [other for other in model.layers[1:]
-               if not isinstance(other.input, list)
-               and _source(other) is layer]
+def _reader(layer):
+    """The one layer that takes `layer`'s output."""
+    readers = [node.operation for node in layer._outbound_nodes]
     assert len(readers) == 1, (layer.name, readers)
     return readers[0]
 
@@ -58,7 +51,7 @@ def test_cifar_resnet_blocks_follow_he_et_al():
     model = models.resnet_cifar(20, norm="bn")
     bn, relu = keras.layers.BatchNormalization, keras.layers.ReLU
     stem = model.get_layer("stem_conv")
-    block_input = _reader(model, _reader(model, stem))
+    block_input = _reader(_reader(stem))
     assert isinstance(block_input, relu)
     for stage, (filters, size) in enumerate([(16, 32), (32, 16), (64, 8)]):
         for block in range(3):
@@ -66,26 +59,26 @@ def test_cifar_resnet_blocks_follow_he_et_al():
             conv1, conv2, add = (model.get_layer(f"{name}_{part}")
                                  for part in ("conv1", "conv2", "add"))
             projected = stage > 0 and block == 0
-            assert _source(conv1) is block_input
+            assert producer(conv1) is block_input
             assert conv1.strides == ((2, 2) if projected else (1, 1))
-            act1 = _source(conv2)
-            assert isinstance(act1, relu) and isinstance(_source(act1), bn)
-            assert _source(_source(act1)) is conv1
-            shortcut, residual = _source(add, 0), _source(add, 1)
-            assert isinstance(residual, bn) and _source(residual) is conv2
+            act1 = producer(conv2)
+            assert isinstance(act1, relu) and isinstance(producer(act1), bn)
+            assert producer(producer(act1)) is conv1
+            shortcut, residual = producer(add.input[0]), producer(add.input[1])
+            assert isinstance(residual, bn) and producer(residual) is conv2
             if projected:
                 assert isinstance(shortcut, bn)
-                projection = _source(shortcut)
+                projection = producer(shortcut)
                 assert projection.name == f"{name}_shortcut_conv"
                 assert projection.kernel_size == (1, 1)
                 assert projection.strides == (2, 2)
-                assert _source(projection) is block_input
+                assert producer(projection) is block_input
             else:
                 assert shortcut is block_input
             assert tuple(add.output.shape) == (None, size, size, filters)
-            block_input = _reader(model, add)
+            block_input = _reader(add)
             assert isinstance(block_input, relu)
-    assert isinstance(_reader(model, block_input),
+    assert isinstance(_reader(block_input),
                       keras.layers.GlobalAveragePooling2D)
     convs = [layer for layer in model.layers
              if isinstance(layer, keras.layers.Conv2D)]
@@ -108,27 +101,27 @@ def test_resnet_v2_50_blocks_are_pre_activation():
             conv1, conv2, conv3, add = (
                 model.get_layer(f"{name}_{part}")
                 for part in ("conv1", "conv2", "conv3", "add"))
-            preact = _source(conv1)
-            assert isinstance(preact, relu) and isinstance(_source(preact), bn)
-            assert _source(_source(preact)) is block_input
+            preact = producer(conv1)
+            assert isinstance(preact, relu) and isinstance(producer(preact), bn)
+            assert producer(producer(preact)) is block_input
             for conv, source_conv in ((conv2, conv1), (conv3, conv2)):
-                act = _source(conv)
-                assert isinstance(act, relu) and isinstance(_source(act), bn)
-                assert _source(_source(act)) is source_conv
+                act = producer(conv)
+                assert isinstance(act, relu) and isinstance(producer(act), bn)
+                assert producer(producer(act)) is source_conv
             assert conv2.strides == ((2, 2) if stage > 0 and block == 0
                                      else (1, 1))
-            shortcut = _source(add, 0)
+            shortcut = producer(add.input[0])
             if block == 0:
                 assert shortcut.name == f"{name}_shortcut_conv"
-                assert _source(shortcut) is preact
+                assert producer(shortcut) is preact
             else:
                 assert shortcut is block_input
-            assert _source(add, 1) is conv3
+            assert producer(add.input[1]) is conv3
             assert tuple(add.output.shape) == (None, size, size, 4 * filters)
             block_input = add
-    final_norm = _reader(model, block_input)
+    final_norm = _reader(block_input)
     assert isinstance(final_norm, bn)
-    assert isinstance(_reader(model, final_norm), relu)
+    assert isinstance(_reader(final_norm), relu)
     assert not any(layer.use_bias for layer in model.layers
                    if isinstance(layer, keras.layers.Conv2D))
 
