@@ -37,3 +37,8 @@ def producer(tensor_or_layer):
     if isinstance(tensor, (list, tuple)):
         return None
     return tensor._keras_history.operation
+
+
+def readers_of(layer):
+    """The layers that take `layer`'s output (from every call of it)."""
+    return [node.operation for node in layer._outbound_nodes]

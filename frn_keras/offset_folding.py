@@ -6,6 +6,7 @@ import numpy as np
 from frn_keras._graph import check_graph_model
 from frn_keras._graph import is_graph_model
 from frn_keras._graph import producer
+from frn_keras._graph import readers_of
 from frn_keras.fusion import _same_channel_axis
 from frn_keras.layers import TLU
 from frn_keras.layers import FilterResponseNormalization
@@ -167,7 +168,7 @@ def _readers(layer, in_model):
     `layer`'s output; none when another model's layer takes it too."""
     if len(layer._inbound_nodes) != 1:
         return []  # a layer called more than once is left as it is
-    readers = [node.operation for node in layer._outbound_nodes]
+    readers = readers_of(layer)
     if any(id(reader) not in in_model for reader in readers):
         return []  # read by a layer of another model: leave it as it is
     return readers

@@ -9,6 +9,7 @@ import keras
 import frn_keras
 from frn_keras import models
 from frn_keras._graph import producer
+from frn_keras._graph import readers_of
 
 
 def _trainable(model):
@@ -39,7 +40,7 @@ def test_resnet_v2_50_size_matches_keras_applications():
 
 def _reader(layer):
     """The one layer that takes `layer`'s output."""
-    readers = [node.operation for node in layer._outbound_nodes]
+    readers = readers_of(layer)
     assert len(readers) == 1, (layer.name, readers)
     return readers[0]
 

@@ -12,6 +12,7 @@ from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
 from frn_keras import FilterResponseNormalizationTLU
 from frn_keras import fold_frn_offsets
+from frn_keras._graph import readers_of
 from frn_keras.offset_folding import has_frn_offsets_to_fold
 from tests import numpy_reference as ref
 
@@ -189,9 +190,8 @@ def test_resnet_v2_50_folds_the_offsets_before_1x1_convolutions():
     assert len(centered) == 49
     for layer in folded.layers:
         if isinstance(layer, FRN_TYPES) and layer.center:
-            readers = [n.operation for n in layer._outbound_nodes]
             assert not any(isinstance(r, keras.layers.Conv2D)
-                           and r.kernel_size == (1, 1) for r in readers)
+                           and r.kernel_size == (1, 1) for r in readers_of(layer))
     x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     # 49 FRN layers deep: the two orders of rounding drift apart further.
     _assert_same_function(model, folded, x, rtol=1e-4)
