@@ -1,7 +1,9 @@
 """Test set-up: TensorFlow backend (unless KERAS_BACKEND says otherwise),
-quiet logs, a clean dtype policy."""
+quiet logs, a clean dtype policy, and the CIFAR-10 JPEG copy extracted
+once per session."""
 
 import os
+import tarfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,6 +12,8 @@ os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+from tests.shared_data import CIFAR_TAR  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +33,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "all_backends" not in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory):
+    """The CIFAR-10 JPEG copy (../shared/data), extracted: `train/<class>/`
+    and `test/<class>/` (use with `shared_data.needs_cifar`)."""
+    root = tmp_path_factory.mktemp("cifar10_jpeg")
+    with tarfile.open(CIFAR_TAR) as tar:
+        tar.extractall(root, filter="data")
+    return root

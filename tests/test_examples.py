@@ -6,13 +6,11 @@ import os
 import pathlib
 import subprocess
 import sys
-import tarfile
 
 import pytest
 import tensorflow as tf
 
 from tests.loopback_cluster import worker_tf_configs
-from tests.shared_data import CIFAR_TAR
 from tests.shared_data import IMAGENET_MANUAL
 from tests.shared_data import needs_cifar
 from tests.shared_data import needs_imagenet
@@ -42,20 +40,14 @@ def _final_accuracy(stdout):
 SMOKE = ["--epochs", "1", "--steps-per-epoch", "2", "--eval-steps", "1"]
 
 
-@pytest.fixture(scope="session")
-def cifar_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar10_jpeg")
-    with tarfile.open(CIFAR_TAR) as tar:
-        tar.extractall(root, filter="data")
-    return root
-
-
 def test_cifar_mock_data_trains_with_xla_and_exports(tmp_path):
     dump = tmp_path / "xla"
     out = _run("train_cifar.py",
                ["--mock-data", "--batch-size", "8", *SMOKE],
                tmp_path, xla_dump=dump)
     assert "XLA: jit_compile=True" in out
+    # The peak learning rate scales linearly: 0.1 at the reference batch 128.
+    assert "1 epochs x 2 steps of 8, peak learning rate 0.00625," in out
     assert 0.0 <= _final_accuracy(out) <= 1.0
     # XLA really compiled the training step.
     assert any("one_step_on_data" in p.name for p in dump.iterdir())
@@ -104,6 +96,8 @@ def test_imagenet_mock_data_trains_fused(tmp_path):
                ["--mock-data", "--image-size", "32", "--batch-size", "4",
                 "--fuse-frn-tlu", "--no-export", *SMOKE], tmp_path)
     assert "resnet_v2_50_frn" in out and "XLA: jit_compile=True" in out
+    # 0.1 at ImageNet's reference batch 256.
+    assert "peak learning rate 0.0015625," in out
     # ResNetV2-50 is pre-activation: every one of its 49 FRNs feeds a TLU.
     assert "fused 49 FRN -> TLU pairs" in out
     assert 0.0 <= _final_accuracy(out) <= 1.0
