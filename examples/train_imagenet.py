@@ -57,7 +57,9 @@ def random_resized_crop(image, label, size):
         area_range=(0.08, 1.0), max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
+    channels = image.shape[-1]
     image = tf.slice(image, begin, crop_size)
+    image.set_shape((None, None, channels))  # a dynamic slice loses it
     image = tf.image.resize(image, (size, size), antialias=True)
     image = tf.image.random_flip_left_right(image)
     return image, label
