@@ -73,6 +73,31 @@ def test_digits_convnet_learns_with_xla():
     assert accuracy > 0.85  # chance is 0.10
 
 
+def test_digits_are_served_as_raw_rgb_pixels_and_split_per_class():
+    from sklearn.datasets import load_digits
+
+    example = load_example("train_digits")
+    x, y = example.load_digits_images()
+    grey = load_digits().images  # 0..16 grey levels
+    assert x.dtype == np.uint8 and x.shape == (1797, 8, 8, 3)
+    # 16 maps to 255 and every level to the nearest pixel value, in all
+    # three channels (what a client sends; the model rescales it).
+    np.testing.assert_array_equal(
+        x, np.repeat(np.round(grey * 255 / 16)[..., None], 3, -1))
+    assert x.max() == 255
+    np.testing.assert_array_equal(y, load_digits().target)
+
+    (x_train, y_train), (x_test, y_test) = example.load_digits_split()
+    assert len(x_train) + len(x_test) == 1797
+    # Held out: 20% of each class (stratified), no image in both.
+    for c in range(10):
+        assert abs(np.sum(y_test == c) - 0.2 * np.sum(y == c)) <= 1
+    train_rows = {row.tobytes() for row in x_train}
+    overlap = sum(row.tobytes() in train_rows for row in x_test)
+    duplicates = len(x) - len({row.tobytes() for row in x})
+    assert overlap <= duplicates  # only images that occur twice in the set
+
+
 def test_main_job_command_runs(tmp_path):
     saved = tmp_path / "digits.keras"
     result = subprocess.run(
