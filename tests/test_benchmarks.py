@@ -43,6 +43,23 @@ def test_layers_benchmark_quick(tmp_path):
     assert all(float(r["vs_bn"]) == 1.0 for r in rows if r["pair"] == "bn_relu")
     assert (tmp_path / "result.png").stat().st_size > 0
     assert "| frn_tlu |" in stdout
+    # The ratios, recomputed from the medians of the same pass.
+    for r in rows:
+        same_pass = {q["pair"]: float(q["median_ms"]) for q in rows
+                     if q["pass"] == r["pass"] and q["shape"] == r["shape"]}
+        for column, base in (("vs_bn", "bn_relu"), ("vs_gn", "gn_relu")):
+            assert float(r[column]) == pytest.approx(
+                float(r["median_ms"]) / same_pass[base], rel=1e-9)
+    # The floor: the bytes of x moved twice (fwd: read x, write y) or five
+    # times (fwd+bwd: also read x and dy, write dx), over the printed copy
+    # bandwidth; every row implies that one bandwidth.
+    printed = float(stdout.split("copy bandwidth (XLA on): ")[1].split()[0])
+    for r in rows:
+        nbytes = 4 * math.prod(int(d) for d in r["batch_shape"].split("x"))
+        moves = 5 if r["pass"] == "fwd+bwd" else 2
+        floor_s = float(r["median_ms"]) / 1e3 / float(r["over_floor"])
+        assert moves * nbytes / floor_s / 1e9 == pytest.approx(printed,
+                                                              abs=0.051)
 
 
 def test_train_step_benchmark_quick(tmp_path):
