@@ -81,6 +81,9 @@ def test_train_step_benchmark_quick(tmp_path):
                                                        abs=1e-4)
         # Two rounds are too few for a 95% interval of the median.
         assert r["step_vs_bn_ci95_low"] == r["step_vs_bn_ci95_high"] == ""
+        # Throughput is the batch over the step time.
+        assert float(r["images_per_s"]) * float(r["step_ms"]) / 1e3 == (
+            pytest.approx(8, rel=1e-6))
 
 
 def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
