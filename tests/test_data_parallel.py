@@ -87,8 +87,9 @@ def test_evaluate_counts_every_example_up_to_the_step_cap():
 
 
 def test_mixed_float16_with_loss_scaling_takes_the_float32_steps():
-    # Unscaled float16 gradients of this loss underflow; the loss-scaled
-    # step must match the float32 one.
+    # The LossScaleOptimizer divides the gradients by its scale (32768 at
+    # first), so the loss must be multiplied by it: then the step matches
+    # the float32 one.
     x, y = _data(2, seed=2)
     float32_model = _convnet()
     start = float32_model.get_weights()
