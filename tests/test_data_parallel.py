@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import keras
 
-import frn_keras
+from tests.distributed_run import small_convnet
 from tests.example_modules import load_example
 
 data_parallel = load_example("data_parallel")
@@ -20,19 +20,15 @@ BATCH = 8
 
 
 def _convnet():
-    """A small FRN + TLU ConvNet with logits output, seeded."""
+    """The FRN + TLU ConvNet of the multi-process runs, seeded."""
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
-    x = frn_keras.TLU()(frn_keras.FilterResponseNormalization()(x))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(4)(x))
+    return small_convnet("frn")
 
 
 def _data(batches, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batches * BATCH, 6, 6, 3)).astype("float32")
-    y = rng.integers(0, 4, size=batches * BATCH).astype("int32")
+    x = rng.normal(size=(batches * BATCH, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, size=batches * BATCH).astype("int32")
     return x, y
 
 
