@@ -20,6 +20,7 @@ from tests.shared_data import needs_cifar
 
 train_cifar = load_example("train_cifar")
 train_imagenet = load_example("train_imagenet")
+training = load_example("training")
 
 
 def _coordinate_image(height, width):
@@ -74,8 +75,8 @@ def test_cifar_augmentation_is_a_padded_crop_and_a_flip():
         out, label = train_cifar.augment(tf.constant(image), tf.constant(3))
         assert out.dtype == tf.float32 and out.shape == (32, 32, 3)
         assert int(label) == 3
-        matches = [k for k, w in windows.items()
-                   if np.array_equal(out.numpy(), w)]
+        out = out.numpy()
+        matches = [k for k, w in windows.items() if np.array_equal(out, w)]
         assert len(matches) == 1, "not a 32x32 window of the padded image"
         seen.add(matches[0])
     offsets = {(dy, dx) for dy, dx, _ in seen}
@@ -141,16 +142,12 @@ def test_center_crop_keeps_the_central_0_875_of_the_shorter_side(
     assert abs(left + w / 2 - width / 2) < 0.6 * resized_pixel
 
 
-def _cifar_args(**overrides):
-    args = dict(image_folder=None, mock_data=False, dataset="cifar10",
-                data_dir=None, seed=0, batch_size=64, distribute="none")
-    return argparse.Namespace(**{**args, **overrides})
-
-
 @needs_cifar
 def test_cifar_pipelines_read_their_splits_and_augment_train_only(
         cifar_folder):
-    args = _cifar_args(image_folder=str(cifar_folder))
+    args = argparse.Namespace(
+        image_folder=str(cifar_folder), mock_data=False, dataset="cifar10",
+        data_dir=None, seed=0, batch_size=64, distribute="none")
     train, test = train_cifar.input_pipelines(args)
     assert train.element_spec[0].shape == (64, 32, 32, 3)  # one XLA shape
     assert train.element_spec[0].dtype == tf.float32
@@ -194,6 +191,5 @@ def test_imagenet_pipelines_batch_crops_of_the_image_size():
     ("none", False), ("mirrored", False), ("multi_worker", True)])
 def test_only_multi_worker_input_is_deterministic(distribute, deterministic):
     # Multi-worker training needs every worker to see the same batches.
-    training = load_example("training")
     options = training.data_options(argparse.Namespace(distribute=distribute))
     assert options.deterministic is deterministic

@@ -78,14 +78,15 @@ def test_digits_are_served_as_raw_rgb_pixels_and_split_per_class():
 
     example = load_example("train_digits")
     x, y = example.load_digits_images()
-    grey = load_digits().images  # 0..16 grey levels
+    digits = load_digits()
+    grey = digits.images  # 0..16 grey levels
     assert x.dtype == np.uint8 and x.shape == (1797, 8, 8, 3)
     # 16 maps to 255 and every level to the nearest pixel value, in all
     # three channels (what a client sends; the model rescales it).
     np.testing.assert_array_equal(
         x, np.repeat(np.round(grey * 255 / 16)[..., None], 3, -1))
     assert x.max() == 255
-    np.testing.assert_array_equal(y, load_digits().target)
+    np.testing.assert_array_equal(y, digits.target)
 
     (x_train, y_train), (x_test, y_test) = example.load_digits_split()
     assert len(x_train) + len(x_test) == 1797
