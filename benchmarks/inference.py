@@ -49,7 +49,7 @@ from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
 from median_interval import interval_text  # noqa: E402
-from median_interval import median_interval  # noqa: E402
+from median_interval import paired_ratios  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -155,12 +155,10 @@ def comparisons(times, batch):
                  if comparison == "best" or not n.endswith("_xla")]
         frn = fastest([n for n in names if n.startswith("frn")])
         bn = fastest([n for n in names if n.startswith("bn_folded")])
-        ratios = [f / b for f, b in zip(times[frn], times[bn])]
-        low, high = median_interval(ratios) or (None, None)
+        _, ratio, low, high = paired_ratios(times[frn], times[bn])
         rows.append({"batch": batch, "comparison": comparison,
                      "frn_variant": frn, "bn_variant": bn,
-                     "ratio": statistics.median(ratios), "ci95_low": low,
-                     "ci95_high": high})
+                     "ratio": ratio, "ci95_low": low, "ci95_high": high})
     return rows
 
 

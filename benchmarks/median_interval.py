@@ -12,6 +12,7 @@ Statistics", 3rd ed., section 3.2.)
 """
 
 import math
+import statistics
 
 
 def _binomial_half_cdf(k, n):
@@ -39,6 +40,31 @@ def median_interval(values, level=0.95):
     if k == 0:
         return None
     return ordered[k - 1], ordered[n - k]
+
+
+def paired_ratios(numerators, denominators, level=0.95):
+    """The ratios of two timings taken back to back in each repeat, so that
+    a slow spell of the machine cancels out of each ratio.
+
+    Args:
+        numerators, denominators: Seconds per repeat of the two things
+            compared, in the order they were taken (equal lengths).
+        level: Coverage probability of the interval, in (0, 1).
+
+    Returns:
+        `(ratios, median, low, high)`: the per-repeat ratios
+        `numerators[i] / denominators[i]`, their median, and the median's
+        interval from `median_interval` (`None, None` when there are too
+        few repeats).
+    """
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(
+            "Arguments `numerators` and `denominators` must be non-empty "
+            f"and of equal length. Received: {len(numerators)} and "
+            f"{len(denominators)} values")
+    ratios = [n / d for n, d in zip(numerators, denominators)]
+    low, high = median_interval(ratios, level) or (None, None)
+    return ratios, statistics.median(ratios), low, high
 
 
 def interval_text(low, high, draws="repeats"):

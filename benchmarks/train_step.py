@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from median_interval import interval_text  # noqa: E402
-from median_interval import median_interval  # noqa: E402
+from median_interval import paired_ratios  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -165,13 +165,11 @@ def main(argv=None):
     for row in rows:
         # Paired per round: both configurations ran back to back in the same
         # round, so a slow spell of the machine cancels out of their ratio.
-        ratios = [t / b for t, b in zip(times[row["norm"], row["xla"]],
-                                        times["bn", row["xla"]])]
-        row["step_vs_bn"] = statistics.median(ratios)
+        ratios, row["step_vs_bn"], low, high = paired_ratios(
+            times[row["norm"], row["xla"]], times["bn", row["xla"]])
         row["step_vs_bn_min"] = min(ratios)
         row["step_vs_bn_max"] = max(ratios)
-        interval = median_interval(ratios) or (None, None)
-        row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"] = interval
+        row["step_vs_bn_ci95_low"], row["step_vs_bn_ci95_high"] = low, high
         row["step_vs_bn_rounds"] = " ".join(f"{r:.4f}" for r in ratios)
     write_csv(out, rows)
     print("\n| model | norm | XLA | images/s | step ms | step / BN step "

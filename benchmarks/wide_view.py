@@ -46,7 +46,7 @@ from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
 from inference import randomize  # noqa: E402
 from inference import time_signatures  # noqa: E402
 from median_interval import interval_text  # noqa: E402
-from median_interval import median_interval  # noqa: E402
+from median_interval import paired_ratios  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -120,8 +120,7 @@ def main(argv=None):
                                     args.repeats, rng)
             for norm in NORMS:
                 wide, narrow = times[f"{norm}_wide"], times[f"{norm}_narrow"]
-                ratios = [w / n for w, n in zip(wide, narrow)]
-                low, high = median_interval(ratios) or (None, None)
+                ratios, ratio, low, high = paired_ratios(wide, narrow)
                 rows.append({
                     "device": device, "model": args.model,
                     "image_size": args.image_size, "batch": batch,
@@ -130,7 +129,7 @@ def main(argv=None):
                     "tile_ops_narrow": tiles[f"{norm}_narrow"],
                     "wide_ms": statistics.median(wide) * 1e3,
                     "narrow_ms": statistics.median(narrow) * 1e3,
-                    "wide_vs_narrow": statistics.median(ratios),
+                    "wide_vs_narrow": ratio,
                     "ci95_low": low, "ci95_high": high,
                     "ratios": " ".join(f"{r:.4f}" for r in ratios)})
     write_csv(out, rows)

@@ -46,7 +46,7 @@ from frn_keras.layers import _activation_boundary  # noqa: E402
 from frn_keras.layers import _staged_sum  # noqa: E402
 from inference import interleaved  # noqa: E402
 from median_interval import interval_text  # noqa: E402
-from median_interval import median_interval  # noqa: E402
+from median_interval import paired_ratios  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -74,12 +74,11 @@ def traced(form, variant, fn, *args):
 
 
 def row(kind, norm, batch, times, **extra):
-    ratios = [w / o for w, o in zip(times["with"], times["without"])]
-    low, high = median_interval(ratios) or (None, None)
+    ratios, ratio, low, high = paired_ratios(times["with"], times["without"])
     return {"kind": kind, "norm": norm, "batch": batch, **extra,
             "with_ms": statistics.median(times["with"]) * 1e3,
             "without_ms": statistics.median(times["without"]) * 1e3,
-            "with_vs_without": statistics.median(ratios),
+            "with_vs_without": ratio,
             "ci95_low": low, "ci95_high": high,
             "ratios": " ".join(f"{r:.4f}" for r in ratios)}
 

@@ -8,6 +8,7 @@ import pytest
 from tests.example_modules import load_benchmark
 
 median_interval = load_benchmark("median_interval").median_interval
+paired_ratios = load_benchmark("median_interval").paired_ratios
 
 
 @pytest.mark.parametrize("n, k", [
@@ -54,3 +55,32 @@ def test_simulated_coverage_is_at_least_95_percent_and_not_loose(n):
     k = int(np.searchsorted(ordered[0], intervals[0, 0])) + 1
     tighter = (ordered[:, k] <= 1.0) & (1.0 <= ordered[:, n - k - 1])
     assert tighter.mean() < 0.95
+
+
+def test_paired_ratios_divide_call_by_call_so_slow_spells_cancel():
+    spells = np.array([1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 3.0, 1.0, 1.0, 1.0])
+    ratios, median, low, high = paired_ratios(list(2 * spells), list(spells))
+    assert ratios == [2.0] * 10
+    assert (median, low, high) == (2.0, 2.0, 2.0)
+    # The other way round, the ratios invert.
+    assert paired_ratios(list(spells), list(2 * spells))[1] == 0.5
+
+
+def test_paired_ratios_give_the_median_and_its_interval():
+    # Ratios 1..10 in a shuffled order: median 5.5, interval x_(2), x_(9).
+    ratios = np.random.default_rng(0).permutation(np.arange(1.0, 11.0))
+    denominators = np.random.default_rng(1).uniform(1.0, 2.0, 10)
+    got, median, low, high = paired_ratios(list(ratios * denominators),
+                                           list(denominators))
+    np.testing.assert_allclose(got, ratios)
+    assert (median, low, high) == pytest.approx((5.5, 2.0, 9.0))
+    # Five repeats are too few for a 95% interval.
+    assert paired_ratios([2.0] * 5, [1.0] * 5)[2:] == (None, None)
+
+
+@pytest.mark.parametrize("numerators, denominators", [
+    ([1.0, 2.0], [1.0]), ([], []),
+])
+def test_paired_ratios_refuse_unpaired_timings(numerators, denominators):
+    with pytest.raises(ValueError, match="numerators"):
+        paired_ratios(numerators, denominators)
