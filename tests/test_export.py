@@ -3,6 +3,7 @@
 Covers the committed demo model in saved_models/ and a freshly exported one.
 """
 
+import concurrent.futures
 import http.server
 import json
 import os
@@ -469,7 +470,26 @@ def test_onnx_conversion_matches_keras(exported, digits, tmp_path):
     np.testing.assert_array_equal(out["classes"], want.argmax(-1))
 
 
-def test_query_server_example_against_emulated_rest_server(tmp_path):
+def _query_server(args, digits, count):
+    """Runs examples/query_server.py; checks that it prints the demo model's
+    own classes for the first `count` held-out digits and their accuracy."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "query_server.py"), *args,
+         "--count", str(count)],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    images, labels = digits[1][0][:count], digits[1][1][:count]
+    want = _signature(DEMO_VERSION_DIR)(images=tf.constant(images))[
+        "classes"].numpy()
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == f"classes: {want.tolist()}"
+    accuracy = float(lines[-1].split()[-1])
+    assert accuracy == pytest.approx(np.mean(want == labels), abs=1e-4)
+    assert accuracy > 0.95, result.stdout
+
+
+def test_query_server_example_against_emulated_rest_server(digits):
     signature = _signature(DEMO_VERSION_DIR)
     paths = []
 
@@ -494,19 +514,46 @@ def test_query_server_example_against_emulated_rest_server(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "query_server.py"),
-             "--rest", f"http://127.0.0.1:{server.server_address[1]}",
-             "--count", "40"],
-            env=ENV, capture_output=True, text=True, timeout=300,
-        )
+        _query_server(
+            ["--rest", f"http://127.0.0.1:{server.server_address[1]}"],
+            digits, count=40)
     finally:
         server.shutdown()
         server.server_close()
-    assert result.returncode == 0, result.stderr[-3000:]
     assert paths == ["/v1/models/digits_frn:predict"]
-    accuracy = float(result.stdout.strip().split()[-1])
-    assert accuracy > 0.95, result.stdout
+
+
+def test_query_server_example_against_emulated_grpc_server(digits):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    signature = _signature(DEMO_VERSION_DIR)
+    specs = []
+
+    class PredictionService(
+            prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            specs.append((request.model_spec.name,
+                          request.model_spec.signature_name))
+            out = serving_emulation.run(
+                signature,
+                serving_emulation.inputs_from_predict_request(request))
+            response = predict_pb2.PredictResponse()
+            for name, value in out.items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        _query_server(["--grpc", f"127.0.0.1:{port}"], digits, count=40)
+    finally:
+        server.stop(grace=None)
+    assert specs == [("digits_frn", "serving_default")]
 
 
 def test_query_server_writes_a_curl_body(tmp_path):
