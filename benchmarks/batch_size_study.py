@@ -134,14 +134,11 @@ def build_convnet(norm, input_shape, num_classes, mean, std):
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 
 
-def train_and_evaluate(data, norm, batch_size, base_lr, steps, seed, split,
-                       warmup_fraction=0.1):
-    """Trains from scratch; returns the accuracy on `split`."""
-    keras.utils.set_random_seed(seed)
-    x, y = data["train"]
-    mean = x.reshape(-1, 3).mean(0) / 255.0
-    std = x.reshape(-1, 3).std(0) / 255.0
-    model = build_convnet(norm, x.shape[1:], int(y.max()) + 1, mean, std)
+def make_optimizer(base_lr, batch_size, steps, warmup_fraction):
+    """SGD with momentum 0.9 and decoupled weight decay 5e-4 (not on norm
+    parameters); peak learning rate `base_lr * batch_size / 32`, reached by
+    a linear warm-up over `warmup_fraction` of the `steps`, then cosine
+    decay to 0."""
     peak = base_lr * batch_size / 32
     warmup = int(warmup_fraction * steps)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -150,15 +147,34 @@ def train_and_evaluate(data, norm, batch_size, base_lr, steps, seed, split,
     optimizer = keras.optimizers.SGD(schedule, momentum=0.9,
                                      weight_decay=5e-4)
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    return optimizer
+
+
+def training_batches(x, y, batch_size, seed):
+    """Endless batches of `(x, y)`, all of `batch_size` examples: each epoch
+    is a fresh shuffle (the orders set by `seed`), and batches run on across
+    the epochs' boundaries."""
+    return (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=seed).repeat()
+            .batch(batch_size, drop_remainder=True).prefetch(4))
+
+
+def train_and_evaluate(data, norm, batch_size, base_lr, steps, seed, split,
+                       warmup_fraction=0.1):
+    """Trains from scratch; returns the accuracy on `split`."""
+    keras.utils.set_random_seed(seed)
+    x, y = data["train"]
+    mean = x.reshape(-1, 3).mean(0) / 255.0
+    std = x.reshape(-1, 3).std(0) / 255.0
+    model = build_convnet(norm, x.shape[1:], int(y.max()) + 1, mean, std)
+    optimizer = make_optimizer(base_lr, batch_size, steps, warmup_fraction)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"], jit_compile=True,
         # Small batches are dispatch-bound: run 10 steps per call.
         steps_per_execution=10)
-    train = (tf.data.Dataset.from_tensor_slices((x, y))
-             .shuffle(len(x), seed=seed).repeat()
-             .batch(batch_size, drop_remainder=True).prefetch(4))
+    train = training_batches(x, y, batch_size, seed)
     model.fit(train, epochs=1, steps_per_epoch=steps, shuffle=False,
               verbose=0)
     x_eval, y_eval = data[split]
@@ -224,14 +240,14 @@ class Runner:
 
 
 def summarize(rows, norms, batch_sizes):
-    """`{norm: {batch: (mean, std, n)}}` over seeds of the test rows."""
+    """`{norm: {batch: (mean, std, n)}}` of the accuracies in `rows` (the
+    test runs to report), over seeds."""
     table = {}
     for norm in norms:
         table[norm] = {}
         for b in batch_sizes:
             values = [float(r["accuracy"]) for r in rows
-                      if r["norm"] == norm and int(r["batch_size"]) == b
-                      and r["split"] == "test"]
+                      if r["norm"] == norm and int(r["batch_size"]) == b]
             if values:
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 table[norm][b] = (statistics.mean(values), std, len(values))
@@ -375,7 +391,7 @@ def main(argv=None):
             and int(r["steps"]) == steps_for(int(r["batch_size"]))
             and float(r["warmup"]) == args.warmup_fraction
             and int(r["seed"]) < seeds
-            and float(r["base_lr"]) == learning_rates[r["norm"]]]
+            and float(r["base_lr"]) == learning_rates.get(r["norm"])]
     dataset = "digits" if quick else (
         f"CIFAR-10 (JPEG copy), {args.train_per_class * 10} training images")
     budget = (f"{args.epochs:g} epochs at every batch size" if args.epochs
