@@ -24,6 +24,9 @@ study = load_benchmark("batch_size_study")
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
            "horse", "ship", "truck"]
+# README: seven norms, then two more activations after FRN for the ablation.
+NORMS = ["bn", "gn", "ln", "frn", "frn_relu", "gn_pn", "ln_pn", "frn_prelu",
+         "frn_atlu"]
 
 
 @needs_cifar
@@ -175,7 +178,7 @@ def test_training_batches_are_a_fresh_shuffle_of_every_epoch():
 
 
 def test_training_run_is_scored_on_the_requested_split():
-    (x, y) = study.load_digits_splits()["train"]
+    x, y = study.load_digits_splits()["train"]
     # The same images, once with their labels and once with every label
     # moved to the next class: the trained model must score high on the
     # first and low on the second.
@@ -198,10 +201,8 @@ class FakeTraining:
         self.calls = []
 
     @staticmethod
-    def test_accuracy(norm, batch_size, seed):
-        norms = ["bn", "gn", "ln", "frn", "frn_relu", "gn_pn", "ln_pn",
-                 "frn_prelu", "frn_atlu"]
-        return (0.05 * norms.index(norm) + 0.001 * batch_size
+    def accuracy_on_test(norm, batch_size, seed):
+        return (0.05 * NORMS.index(norm) + 0.001 * batch_size
                 + 0.01 * seed ** 2)
 
     def __call__(self, data, norm, batch_size, base_lr, steps, seed, split,
@@ -210,13 +211,14 @@ class FakeTraining:
                            warmup_fraction))
         if split == "val":
             return self.VAL.get(norm, {}).get(base_lr, 0.5)
-        return self.test_accuracy(norm, batch_size, seed)
+        return self.accuracy_on_test(norm, batch_size, seed)
 
 
 def _table_row(norm, base_lr, batch_sizes, seeds):
     cells = []
     for b in batch_sizes:
-        values = [FakeTraining.test_accuracy(norm, b, s) for s in range(seeds)]
+        values = [FakeTraining.accuracy_on_test(norm, b, s)
+                  for s in range(seeds)]
         std = float(np.std(values, ddof=1)) if seeds > 1 else 0.0
         cells.append(f"{np.mean(values):.3f} ± {std:.3f}")
     return f"| {norm} | {base_lr:g} | " + " | ".join(cells) + " |"
@@ -298,13 +300,11 @@ def test_full_study_runs_every_norm_and_the_activation_ablation(
     tar.write_bytes(b"")
     assert study.main(["--cifar-tar", str(tar),
                        "--out", str(tmp_path / "s")]) == 0
-    norms = ["bn", "gn", "ln", "frn", "frn_relu", "gn_pn", "ln_pn",
-             "frn_prelu", "frn_atlu"]
     # README: 198 runs (9 norms x 4 rates on validation, then 9 norms x 6
     # batch sizes x 3 seeds on test), 800 steps each.
     assert len(fake_training.calls) == 198
     assert "[198/198] frn_atlu" in capsys.readouterr().out
-    assert {c[0] for c in fake_training.calls} == set(norms)
+    assert {c[0] for c in fake_training.calls} == set(NORMS)
     assert {c[3] for c in fake_training.calls} == {800}
     assert {c[2] for c in fake_training.calls if c[5] == "val"} == {
         0.05, 0.1, 0.2, 0.4}
@@ -316,8 +316,8 @@ def test_full_study_runs_every_norm_and_the_activation_ablation(
     batch_sizes = [2, 4, 8, 16, 32, 64]
     # Validation ties (every other norm scores 0.5 at each rate) go to the
     # first rate of the grid.
-    chosen = dict.fromkeys(norms, 0.05) | {"bn": 0.2, "frn": 0.4}
-    for norm in norms[:7]:
+    chosen = dict.fromkeys(NORMS, 0.05) | {"bn": 0.2, "frn": 0.4}
+    for norm in NORMS[:7]:
         assert _table_row(norm, chosen[norm], batch_sizes, 3) in main_table
     for norm in ["frn_relu", "frn_prelu", "frn", "frn_atlu"]:
         assert _table_row(norm, chosen[norm], batch_sizes, 3) in ablation

@@ -7,8 +7,9 @@ import pytest
 
 from tests.example_modules import load_benchmark
 
-median_interval = load_benchmark("median_interval").median_interval
-paired_ratios = load_benchmark("median_interval").paired_ratios
+_module = load_benchmark("median_interval")
+median_interval = _module.median_interval
+paired_ratios = _module.paired_ratios
 
 
 @pytest.mark.parametrize("n, k", [
