@@ -17,6 +17,7 @@ import tensorflow as tf
 import frn_keras
 from frn_keras._graph import readers_of
 from tests.example_modules import load_benchmark
+from tests.example_modules import load_example
 from tests.shared_data import CIFAR_TAR
 from tests.shared_data import needs_cifar
 
@@ -50,23 +51,19 @@ def test_cifar_subset_takes_the_first_images_of_each_class(cifar_folder):
 
 
 def test_digits_splits_are_a_shuffled_60_20_20_partition():
-    from sklearn.datasets import load_digits
-
+    # The pixels are the main job's (checked in tests/test_training.py).
+    x, y = load_example("train_digits").load_digits_images()
     data = study.load_digits_splits()
-    sizes = {split: len(y) for split, (_, y) in data.items()}
+    sizes = {split: len(y_split) for split, (_, y_split) in data.items()}
     assert sizes == {"train": 1078, "val": 359, "test": 360}
     # Together the three splits are the 1,797 digits, each once.
-    digits = load_digits()
-    want = sorted(
-        (img.tobytes(), label) for img, label in zip(
-            np.round(digits.images * (255 / 16)).astype("uint8"),
-            digits.target))
-    got = sorted((x[..., 0].tobytes(), label)
+    got = sorted((image.tobytes(), label)
                  for x_split, y_split in data.values()
-                 for x, label in zip(x_split, y_split))
-    assert got == want
-    # Shuffled: the training split is not the first 60% of the file.
-    assert not np.array_equal(data["train"][1], digits.target[:1078])
+                 for image, label in zip(x_split, y_split))
+    assert got == sorted((image.tobytes(), label)
+                         for image, label in zip(x, y))
+    # Shuffled: the training split is not the first 60% of the set.
+    assert not np.array_equal(data["train"][1], y[:1078])
 
 
 def test_convnet_normalizes_its_input_and_has_the_documented_stages():
