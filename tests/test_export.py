@@ -456,6 +456,24 @@ def test_tflite_conversion_matches_keras(exported, digits, tmp_path):
     np.testing.assert_array_equal(out["classes"], want.argmax(-1))
 
 
+def test_tflite_conversion_refuses_ops_without_a_builtin(tmp_path):
+    # A .tflite that needs the Flex delegate would not load in the stock
+    # TFLite runtime; the converter must say so at conversion instead.
+    class Serving(tf.Module):
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, 2, 2, 3], tf.uint8, "images")])
+        def serve(self, images):
+            pixels = tf.cast(tf.transpose(images, [0, 3, 1, 2]), tf.float32)
+            scores = tf.linalg.det(pixels)  # no TFLite builtin
+            return {"probabilities": scores, "classes": tf.argmax(scores, -1)}
+
+    module = Serving()
+    tf.saved_model.save(module, str(tmp_path / "1"),
+                        signatures={"serving_default": module.serve})
+    with pytest.raises(Exception, match="MatrixDeterminant"):
+        converters.to_tflite(str(tmp_path / "1"), str(tmp_path / "m.tflite"))
+
+
 def test_onnx_conversion_matches_keras(exported, digits, tmp_path):
     import onnxruntime
 
