@@ -101,6 +101,59 @@ def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
     assert "| resnet20 b2 | frn_fused |" in stdout
 
 
+# An optimized-HLO module in XLA's text syntax: one activation is
+# f32[2,8,8,64], 8192 elements (32 KiB), the threshold at batch 2.
+_HLO = """HloModule step
+
+%fused_computation (param_0: f32[2,8,8,64]) -> f32[2,8,8,64] {
+  %param_0 = f32[2,8,8,64]{3,2,1,0} parameter(0)
+  ROOT %negate.9 = f32[2,8,8,64]{3,2,1,0} negate(%param_0)
+}
+
+ENTRY %main.9 (arg0.1: f32[2,8,8,64], arg1.1: f32[1,1,64,64]) -> (f32[2,8,8,64], f32[64]) {
+  %arg0.1 = f32[2,8,8,64]{3,2,1,0} parameter(0), metadata={op_name="XLA_Args"}
+  %arg1.1 = f32[1,1,64,64]{3,2,1,0} parameter(1)
+  %constant.1 = f32[] constant(0)
+  %conv.1 = f32[2,8,8,64]{3,2,1,0} convolution(%arg0.1, %arg1.1), window={size=1x1}, dim_labels=b01f_01io->b01f
+  %reversed_convolution.2 = f32[2,8,8,64]{3,2,1,0} fusion(%arg0.1), kind=kOutput, calls=%fused_computation
+  %bitcast.1 = f32[128,64]{1,0} bitcast(%conv.1)
+  %fusion.3 = (f32[2,8,8,64]{3,2,1,0}, bf16[2,8,8,64]{3,2,1,0}) fusion(%conv.1, %arg0.1), kind=kLoop, calls=%fused_computation
+  %get-tuple-element.1 = f32[2,8,8,64]{3,2,1,0} get-tuple-element(%fusion.3), index=0
+  %reduce.4 = f32[64]{0} reduce(%get-tuple-element.1, %constant.1), dimensions={0,1,2}
+  %slice.5 = f32[8191]{0} slice(%bitcast.1), slice={[0:8191]}
+  ROOT %tuple = (f32[2,8,8,64]{3,2,1,0}, /*index=1*/f32[64]{0}) tuple(%get-tuple-element.1, %reduce.4)
+}
+
+%after_entry (param_0: f32[2,8,8,64]) -> f32[2,8,8,64] {
+  %param_0 = f32[2,8,8,64]{3,2,1,0} parameter(0)
+  ROOT %exponential.9 = f32[2,8,8,64]{3,2,1,0} exponential(%param_0)
+}
+"""
+
+
+def test_hlo_traffic_counts_entry_buffers_of_at_least_one_activation(
+        monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    hlo_traffic = load_benchmark("hlo_traffic")
+    act = 2 * 8 * 8 * 64 * 4  # bytes of one f32 activation
+    totals = hlo_traffic.traffic(_HLO, 2 * 4096)
+    # Convolutions, by op or by name: two activation-sized outputs, each
+    # reading arg0 (the 1x1x64x64 kernel is below the threshold).
+    assert totals["conv"] == {"writes": 2, "write_bytes": 2 * act,
+                              "read_bytes": 2 * act}
+    # The tuple fusion writes an f32 and a bf16 activation and reads two
+    # (the second through a bitcast, which moves nothing); the reduce reads
+    # one through get-tuple-element; the slice's f32[8191] is one element
+    # short of the threshold, but it reads the whole convolution output.
+    # Parameters, constants, bitcasts, tuples, the computations other than
+    # the entry and the small outputs count nothing.
+    assert totals["other"] == {"writes": 2, "write_bytes": act + act // 2,
+                               "read_bytes": 4 * act}
+    assert hlo_traffic.traffic(_HLO, 2 * 4096 + 1) == {
+        "conv": {"writes": 0, "write_bytes": 0, "read_bytes": 0},
+        "other": {"writes": 0, "write_bytes": 0, "read_bytes": 0}}
+
+
 def test_relu_ablation_swaps_only_the_standalone_tlus():
     import keras
 
@@ -210,6 +263,15 @@ def test_graph_ops_benchmark_times_every_kernel_at_every_shape(tmp_path):
     k = {r["shape"]: int(r["wide_view_k"]) for r in rows}
     assert k["32x32x32x16"] == 64 and k["32x8x8x64"] == 1
     assert all(math.isfinite(float(r["us_per_op"])) for r in rows)
+    # Each kernel's time is over the baseline's (which is then 0 us), and
+    # its ratio is to x * x at the same shape.
+    same_shape = {r["shape"]: float(r["us_per_op"]) for r in rows
+                  if r["kernel"] == "x * x (same shape)"}
+    for r in rows:
+        if r["kernel"] == "baseline x + c":
+            assert float(r["us_per_op"]) == 0.0
+        assert float(r["vs_same_shape"]) == pytest.approx(
+            float(r["us_per_op"]) / same_shape[r["shape"]], rel=1e-9)
     assert "| 32x32x32x16 | max(x, tau[c]) |" in stdout
 
 
