@@ -308,6 +308,56 @@ def test_grpc_predict_request_gives_the_same_predictions(exported, digits):
     np.testing.assert_allclose(out["probabilities"], want, rtol=1e-5, atol=1e-6)
 
 
+def _sent_pixels(images):
+    """The pixels each request helper would send for `images`."""
+    request = serving_requests.grpc_predict_request(images, "m")
+    return {
+        "rest instances": np.array(
+            serving_requests.rest_request_body(images)["instances"]),
+        "rest inputs": np.array(serving_requests.rest_request_body(
+            images, columnar=True)["inputs"]["images"]),
+        "grpc": tf.make_ndarray(request.inputs["images"]),
+    }
+
+
+def test_request_helpers_send_pixels_of_any_numeric_dtype_unchanged():
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3))
+    pixels[0, 0, 0] = [0, 255, 128]  # both ends of the range
+    for images in (pixels.astype(np.uint8), pixels, pixels.astype(np.float32),
+                   pixels.tolist()):
+        for sent in _sent_pixels(images).values():
+            np.testing.assert_array_equal(sent, pixels)
+    assert _sent_pixels(pixels)["grpc"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("images, received", [
+    # A uint8 cast would send 0, 44 and 255 for these three.
+    (np.full((1, 2, 2, 3), 0.7), r"images.dtype=float64 with values in "
+                                 r"\[0.7, 0.7\]"),
+    (np.full((1, 2, 2, 3), 300), r"images.dtype=int64 with values in "
+                                 r"\[300, 300\]"),
+    (np.full((1, 2, 2, 3), -1), r"images.dtype=int64 with values in "
+                                r"\[-1, -1\]"),
+    (np.full((1, 2, 2, 3), np.nan), r"images.dtype=float64 with values in "
+                                    r"\[nan, nan\]"),
+    (np.zeros((2, 2, 3), np.uint8), r"images.shape=\(2, 2, 3\)"),
+    (np.zeros((1, 2, 2, 1), np.uint8), r"images.shape=\(1, 2, 2, 1\)"),
+    (np.zeros((1, 2, 2, 3), bool), r"images.dtype=bool"),
+], ids=["unit_range", "above_255", "negative", "nan", "rank_3", "grey",
+        "bool"])
+def test_request_helpers_refuse_what_is_not_pixels(images, received,
+                                                   tmp_path):
+    with pytest.raises(ValueError, match=r"Received: " + received):
+        serving_requests.rest_request_body(images)
+    with pytest.raises(ValueError, match=r"Received: " + received):
+        serving_requests.grpc_predict_request(images, "m")
+    good = np.zeros((1, 2, 2, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"Received: " + received):
+        serving_requests.write_warmup_requests(str(tmp_path / "extra"), "m",
+                                               [good, images])
+    assert not (tmp_path / "extra").exists()  # nothing half written
+
+
 @pytest.mark.parametrize("which", ["demo", "fresh"])
 def test_warmup_records_parse_and_run(which, exported):
     version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
