@@ -113,9 +113,16 @@ def tlu_weights_from_tfa(weights):
         The same list with each array reduced to shape `(C,)`.
 
     Raises:
-        ValueError: if a weight varies across positions, so that no
-            per-channel layer computes the same function.
+        ValueError: if `weights` holds neither one nor two arrays, or if a
+            weight varies across positions, so that no per-channel layer
+            computes the same function.
     """
+    if len(weights) not in (1, 2):
+        raise ValueError(
+            "TF Addons TLU weights are [tau] or [tau, alpha]. Received: "
+            f"{len(weights)} arrays of shapes "
+            f"{[np.shape(w) for w in weights]}"
+        )
     converted = []
     for name, w in zip(("tau", "alpha"), weights):
         w = np.asarray(w)

@@ -162,6 +162,14 @@ def test_tlu_weights_per_position_constant_convert_exactly():
     np.testing.assert_array_equal(layer.alpha.numpy(), [0.5, 0.0, -0.5])
 
 
+def test_tlu_weights_of_neither_one_nor_two_arrays_are_refused():
+    tau = np.zeros((4, 4, 3))
+    for weights in ([], [tau, tau, tau]):
+        with pytest.raises(ValueError, match=rf"Received: {len(weights)} "
+                                             r"arrays"):
+            migration.tlu_weights_from_tfa(weights)
+
+
 def test_tlu_weights_varying_per_position_are_refused():
     tau = np.random.default_rng(1).normal(size=(4, 4, 3))
     with pytest.raises(ValueError, match=r"`tau` of shape \(4, 4, 3\)"):

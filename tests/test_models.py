@@ -1,6 +1,8 @@
 """The model zoo: published sizes, the norm registry, data formats, and the
 batch independence that FRN gives a whole network."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -190,16 +192,51 @@ def test_registry_adds_a_norm_by_name_and_refuses_unknown_or_duplicates():
     types = _layer_types(models.resnet_cifar(8, norm="frn_relu_test"))
     assert "FilterResponseNormalization" in types and "TLU" not in types
     assert "frn_relu_test" in models.available_norms()
+    relu = models.norm_act("bn").act
     with pytest.raises(ValueError, match="already registered"):
-        models.register_norm_act("frn", norm=None, act=None)
+        models.register_norm_act("frn", norm=relu, act=relu)
+    assert models.norm_act("frn").act is not relu
     with pytest.raises(ValueError, match=r"Received: norm='nope'"):
         models.resnet_cifar(20, norm="nope")
+    for bad, received in [
+            (dict(name=""), r"name=''"), (dict(name=3), r"name=3"),
+            (dict(norm=None), r"norm=None"),
+            (dict(act="relu"), r"act='relu'")]:
+        arguments = {"name": "bad_test", "norm": relu, "act": relu, **bad}
+        with pytest.raises(ValueError, match=r"Received: " + received):
+            models.register_norm_act(**arguments)
+    assert "bad_test" not in models.available_norms()
 
 
 @pytest.mark.parametrize("depth", [19, 6, 2, 20.0, True])
 def test_bad_depth_raises(depth):
     with pytest.raises(ValueError, match=r"Received: depth="):
         models.resnet_cifar(depth)
+
+
+@pytest.mark.parametrize("build", [models.resnet_cifar, models.resnet_v2_50])
+def test_bad_num_classes_or_input_shape_raises(build):
+    # Each would otherwise fail deep in Keras or TensorFlow (a broadcast of
+    # the 3 channel means, a Dense `units`), not naming the argument.
+    for num_classes in [0, -3, 2.0, True, None]:
+        with pytest.raises(ValueError, match=rf"Received: num_classes="
+                           rf"{num_classes!r}"):
+            build(num_classes=num_classes)
+    for input_shape in [(32, 32), (32, 32, 1), (3, 32, 32), (0, 32, 3),
+                        (32.0, 32, 3), None]:
+        with pytest.raises(ValueError, match=re.escape(
+                f"Received: input_shape={input_shape!r}")):
+            build(input_shape=input_shape)
+
+
+def test_any_image_size_and_numpy_integers_are_accepted():
+    model = models.resnet_cifar(8, num_classes=np.int64(4),
+                                input_shape=(None, None, 3))
+    assert model.input_shape == (None, None, None, 3)
+    assert model(np.zeros((2, 40, 24, 3), np.float32)).shape == (2, 4)
+    model = models.resnet_v2_50(num_classes=5,
+                                input_shape=np.array([64, 48, 3]))
+    assert model.input_shape == (None, 64, 48, 3)
 
 
 def test_bad_data_format_raises():

@@ -1,5 +1,7 @@
 """Pieces shared by the model builders."""
 
+import numbers
+
 import keras
 
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -12,6 +14,38 @@ def check_data_format(data_format):
             f"Received: data_format={data_format!r}"
         )
     return -1 if data_format == "channels_last" else 1
+
+
+def check_num_classes(num_classes):
+    if not _is_size(num_classes):
+        raise ValueError(
+            "Argument `num_classes` must be an integer >= 1. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    return int(num_classes)
+
+
+def check_input_shape(input_shape):
+    """An NHWC shape of RGB pixels, `(height, width, 3)`; the spatial sizes
+    may be `None` (any size)."""
+    try:
+        height, width, channels = input_shape
+    except (TypeError, ValueError):
+        height = width = channels = None
+    if channels != 3 or not all(size is None or _is_size(size)
+                                for size in (height, width)):
+        raise ValueError(
+            "Argument `input_shape` must be `(height, width, 3)`: RGB pixels "
+            "(the model standardizes each of the 3 channels), sizes >= 1 or "
+            f"None. Received: input_shape={input_shape!r}"
+        )
+    return tuple(None if size is None else int(size)
+                 for size in (height, width)) + (3,)
+
+
+def _is_size(value):
+    return (isinstance(value, numbers.Integral)
+            and not isinstance(value, bool) and value >= 1)
 
 
 def preprocessed_images(inputs, mean, std, data_format):

@@ -65,7 +65,31 @@ _REGISTRY = {}
 
 
 def register_norm_act(name, norm, act, overwrite=False):
-    """Adds a normalization + activation pair under `name`."""
+    """Adds a normalization + activation pair under `name`.
+
+    Args:
+        name: A non-empty string, the `norm=` argument of the model
+            builders.
+        norm: `norm(axis) -> Layer`, `axis` being the channel axis.
+        act: `act(axis) -> Layer`.
+        overwrite: Whether to replace a pair already registered under
+            `name`. Defaults to `False`.
+
+    Raises:
+        ValueError: If `name` is not a non-empty string, `norm` or `act` is
+            not callable, or `name` is taken and `overwrite` is `False`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            "Argument `name` must be a non-empty string. "
+            f"Received: name={name!r}"
+        )
+    for argument, factory in (("norm", norm), ("act", act)):
+        if not callable(factory):
+            raise ValueError(
+                f"Argument `{argument}` must be callable, `{argument}(axis)` "
+                f"returning a layer. Received: {argument}={factory!r}"
+            )
     if name in _REGISTRY and not overwrite:
         raise ValueError(
             f"A normalization named '{name}' is already registered; pass "
@@ -75,7 +99,11 @@ def register_norm_act(name, norm, act, overwrite=False):
 
 
 def norm_act(name):
-    """Returns the registered `NormAct` called `name`."""
+    """Returns the registered `NormAct` called `name`.
+
+    Raises:
+        ValueError: If no pair is registered under `name`.
+    """
     if name not in _REGISTRY:
         raise ValueError(
             f"Unknown normalization. Expected one of {available_norms()}. "
@@ -85,6 +113,7 @@ def norm_act(name):
 
 
 def available_norms():
+    """The registered names, sorted: the values `norm=` accepts."""
     return sorted(_REGISTRY)
 
 

@@ -3,6 +3,8 @@
 import keras
 
 from frn_keras.models._blocks import check_data_format
+from frn_keras.models._blocks import check_input_shape
+from frn_keras.models._blocks import check_num_classes
 from frn_keras.models._blocks import classifier
 from frn_keras.models._blocks import conv
 from frn_keras.models._blocks import preprocessed_images
@@ -32,18 +34,24 @@ def resnet_cifar(
 
     Args:
         depth: 6n + 2: 20, 32, 44, 56 or 110. Defaults to `20`.
-        num_classes: Defaults to `10`.
+        num_classes: Number of logits, >= 1. Defaults to `10`.
         norm: A name from `frn_keras.models.available_norms()`
             (`"frn"`, `"bn"`, `"gn"`, `"ln"`, ...). Defaults to `"frn"`.
         data_format: `"channels_last"` or `"channels_first"`: the layout of
             the activations inside the model (the input is always NHWC
             pixels). Defaults to `"channels_last"`.
-        input_shape: NHWC shape of the raw-pixel input (values 0..255).
+        input_shape: NHWC shape of the raw-pixel input (values 0..255);
+            height and width may be `None` (any size).
             Defaults to `(32, 32, 3)`.
         name: Model name. Defaults to `f"resnet{depth}_{norm}"`.
 
     Returns:
         A Functional `keras.Model` from raw pixels to logits.
+
+    Raises:
+        ValueError: For an unknown `norm` or `data_format`, a `depth` that
+            is not 6n + 2, `num_classes` < 1, or an `input_shape` other
+            than `(height, width, 3)`.
 
     Reference:
 
@@ -52,6 +60,8 @@ def resnet_cifar(
     """
     blocks_per_stage = cifar_blocks_per_stage(depth)
     axis = check_data_format(data_format)
+    num_classes = check_num_classes(num_classes)
+    input_shape = check_input_shape(input_shape)
     layers = norm_act(norm)
 
     inputs = keras.Input(input_shape, name="images")

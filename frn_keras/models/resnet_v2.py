@@ -3,6 +3,8 @@
 import keras
 
 from frn_keras.models._blocks import check_data_format
+from frn_keras.models._blocks import check_input_shape
+from frn_keras.models._blocks import check_num_classes
 from frn_keras.models._blocks import classifier
 from frn_keras.models._blocks import conv
 from frn_keras.models._blocks import preprocessed_images
@@ -32,18 +34,22 @@ def resnet_v2_50(
     pair is FRN + TLU.
 
     Args:
-        num_classes: Defaults to `1000`.
+        num_classes: Number of logits, >= 1. Defaults to `1000`.
         norm: A name from `frn_keras.models.available_norms()`.
             Defaults to `"frn"`.
         data_format: `"channels_last"` or `"channels_first"` for the
             activations (the input is always NHWC pixels).
             Defaults to `"channels_last"`.
-        input_shape: NHWC shape of the raw-pixel input (0..255).
-            Defaults to `(224, 224, 3)`.
+        input_shape: NHWC shape of the raw-pixel input (0..255); height
+            and width may be `None` (any size). Defaults to `(224, 224, 3)`.
         name: Model name. Defaults to `f"resnet_v2_50_{norm}"`.
 
     Returns:
         A Functional `keras.Model` from raw pixels to logits.
+
+    Raises:
+        ValueError: For an unknown `norm` or `data_format`, `num_classes`
+            < 1, or an `input_shape` other than `(height, width, 3)`.
 
     Reference:
 
@@ -51,6 +57,8 @@ def resnet_v2_50(
       Mappings in Deep Residual Networks".
     """
     axis = check_data_format(data_format)
+    num_classes = check_num_classes(num_classes)
+    input_shape = check_input_shape(input_shape)
     layers = norm_act(norm)
 
     inputs = keras.Input(input_shape, name="images")
