@@ -90,13 +90,7 @@ def export_for_serving(
             `overwrite=True`.
     """
     height, width = _image_size(model)
-    if not isinstance(model_name, str) or not model_name or (
-        os.sep in model_name or model_name.startswith(".")
-    ):
-        raise ValueError(
-            "Argument `model_name` must be a non-empty folder name. "
-            f"Received: model_name={model_name!r}"
-        )
+    _check_model_name(model_name)
     if isinstance(version, bool) or not isinstance(version, int) or (
         version < 1
     ):
@@ -175,7 +169,18 @@ def write_models_config(base_dir, model_names, server_base_dir="/models"):
 
     Returns:
         The path of the written file.
+
+    Raises:
+        ValueError: If `model_names` is not a non-empty list of folder names
+            (a single string, say).
     """
+    if isinstance(model_names, str) or not model_names:
+        raise ValueError(
+            "Argument `model_names` must be a non-empty list of model "
+            f"names. Received: model_names={model_names!r}"
+        )
+    for name in model_names:
+        _check_model_name(name)
     entries = "".join(
         "  config {\n"
         f'    name: "{name}"\n'
@@ -188,6 +193,20 @@ def write_models_config(base_dir, model_names, server_base_dir="/models"):
     with open(path, "w") as f:
         f.write("model_config_list {\n" + entries + "}\n")
     return path
+
+
+def _check_model_name(model_name):
+    """A model's folder under the base directory, and its name in
+    `models.config` (which quotes it)."""
+    if not isinstance(model_name, str) or not model_name or (
+        os.sep in model_name or model_name.startswith(".")
+        or '"' in model_name or "\\" in model_name or "\n" in model_name
+    ):
+        raise ValueError(
+            "Argument `model_name` must be a non-empty folder name, not "
+            f"starting with '.', without {os.sep!r}, '\"', '\\' or a "
+            f"newline. Received: model_name={model_name!r}"
+        )
 
 
 def _image_size(model):

@@ -491,6 +491,16 @@ def test_write_models_config_lists_each_model(tmp_path):
     text = pathlib.Path(path).read_text()
     assert text.count("config {") == 2
     assert 'base_path: "/srv/b"' in text
+    # A string would list one model per character; a quote would end the
+    # name early in the text-format config.
+    (tmp_path / "bad").mkdir()
+    for names, received in [("ab", r"model_names='ab'"),
+                            ([], r"model_names=\[\]"),
+                            (["a", 'b"c'], r"model_name='b\"c'"),
+                            (["a", "b/c"], r"model_name='b/c'")]:
+        with pytest.raises(ValueError, match=r"Received: " + received):
+            write_models_config(str(tmp_path / "bad"), names)
+    assert not (tmp_path / "bad" / "models.config").exists()
 
 
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
