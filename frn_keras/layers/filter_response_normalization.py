@@ -18,6 +18,7 @@ from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._dtypes import check_float_policy
 from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._frn_math import filter_response_normalize
 
@@ -132,6 +133,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         epsilon = check_positive_float("epsilon", epsilon)
         check_bool("learned_epsilon", learned_epsilon)
         super().__init__(**kwargs)
+        check_float_policy(self)
         # Statistics are computed in float32 (or wider) whatever the policy.
         self.autocast = False
         self.axis = axis

@@ -15,6 +15,7 @@ from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._dtypes import check_float_policy
 from frn_keras.layers._dtypes import statistics_dtype
 
 # Activations that mix positions or channels: the proxy is per channel, so
@@ -132,6 +133,7 @@ class ProxyNormalization(keras.layers.Layer):
         check_bool("proxy_affine", proxy_affine)
         activation_fn = _elementwise_activation(activation)
         super().__init__(**kwargs)
+        check_float_policy(self)
         # The proxy moments are computed in float32 (or wider).
         self.autocast = False
         self.supports_masking = True

@@ -11,6 +11,7 @@ from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
 from frn_keras.layers._channel_axis import per_channel
 from frn_keras.layers._channel_axis import resolve_channel_axis
+from frn_keras.layers._dtypes import check_float_policy
 from frn_keras.layers._tlu_math import thresholded_linear
 
 
@@ -81,6 +82,7 @@ class TLU(keras.layers.Layer):
         axis = check_axis_argument(axis)
         check_bool("affine", affine)
         super().__init__(**kwargs)
+        check_float_policy(self)
         self.supports_masking = True
         self.axis = axis
         self.affine = affine
@@ -121,9 +123,14 @@ class TLU(keras.layers.Layer):
     def call(self, inputs):
         tau = per_channel(self.tau, inputs.dtype, self._broadcast_shape)
         if self.alpha is None:
-            return thresholded_linear(inputs, tau, self._channel_axis)
-        alpha = per_channel(self.alpha, inputs.dtype, self._broadcast_shape)
-        return ops.maximum(inputs, alpha * inputs + tau)
+            outputs = thresholded_linear(inputs, tau, self._channel_axis)
+        else:
+            alpha = per_channel(self.alpha, inputs.dtype,
+                                self._broadcast_shape)
+            outputs = ops.maximum(inputs, alpha * inputs + tau)
+        # Keras' `maximum` under PyTorch returns float32 for float64
+        # (keras-team/keras#23704); elsewhere this cast adds no op.
+        return ops.cast(outputs, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         resolve_channel_axis(self.axis, input_shape, self.name)
