@@ -22,6 +22,9 @@ import tensorflow_datasets as tfds  # noqa: E402
 from frn_keras.models import resnet_v2_50  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
+# What tfds' imagenet2012 builder reads from the manual folder (it reads the
+# validation archive's labels even to build the train split alone).
+ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 CROP_FRACTION = 0.875  # eval: resize to size / 0.875, center crop
 
 
@@ -45,6 +48,15 @@ def load_splits(args):
         train_examples = (info.splits[args.train_split].num_examples
                           if not args.mock_data else 64)
     return (*splits, train_examples, info.features["label"].num_classes)
+
+
+def missing_archives(manual_dir, data_dir):
+    """The `ARCHIVES` that `manual_dir` lacks; none once tfds has built the
+    dataset in `data_dir`."""
+    if tfds.builder("imagenet2012", data_dir=data_dir).is_prepared():
+        return []
+    return [name for name in ARCHIVES
+            if not os.path.isfile(os.path.join(manual_dir, name))]
 
 
 def random_resized_crop(image, label, size):
@@ -104,6 +116,12 @@ def main(argv=None):
     training.check_common_args(parser, args)
     if not args.mock_data and not args.manual_dir:
         parser.error("--manual-dir is required (or --mock-data)")
+    if not args.mock_data:
+        missing = missing_archives(args.manual_dir, args.data_dir)
+        if missing:
+            parser.error(f"--manual-dir {args.manual_dir} lacks "
+                         f"{' and '.join(missing)}, from which tfds builds "
+                         "imagenet2012 (once, into --data-dir)")
     if args.image_size < 32:
         parser.error(f"--image-size must be >= 32, got {args.image_size}")
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 import tensorflow as tf
 
+from tests.example_modules import load_example
 from tests.loopback_cluster import worker_tf_configs
 from tests.shared_data import IMAGENET_MANUAL
 from tests.shared_data import needs_cifar
@@ -116,6 +117,25 @@ def test_imagenet_builds_from_manual_dir_and_trains(tmp_path):
                tmp_path)
     assert "final test accuracy" in out
     assert (tmp_path / "tfds" / "imagenet2012").is_dir()
+    # Once built, the archives are no longer needed.
+    train_imagenet = load_example("train_imagenet")
+    assert train_imagenet.missing_archives(
+        str(tmp_path / "empty"), str(tmp_path / "tfds")) == []
+
+
+def test_imagenet_names_the_archives_its_manual_dir_lacks(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "ILSVRC2012_img_train.tar").write_bytes(b"")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_imagenet.py"),
+         "--manual-dir", str(manual), "--data-dir", str(tmp_path / "tfds")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert (f"--manual-dir {manual} lacks ILSVRC2012_img_val.tar, from which"
+            in result.stderr)
+    assert not (tmp_path / "tfds").exists()  # nothing started
 
 
 @pytest.mark.parametrize("script,args,message", [
