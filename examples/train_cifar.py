@@ -50,6 +50,23 @@ def load_splits(args):
         )
 
 
+def image_folder_problem(folder, num_classes):
+    """Why `folder` cannot serve as `--image-folder` for `num_classes`
+    classes, or `None`: each of `train/` and `test/` needs class folders
+    with files in them, and at most `num_classes` of them (ImageFolder
+    labels the sorted class names 0, 1, ...)."""
+    for split in ("train", "test"):
+        split_dir = os.path.join(folder, split)
+        classes = [entry.path for entry in os.scandir(split_dir)
+                   if entry.is_dir()] if os.path.isdir(split_dir) else []
+        if not any(os.listdir(path) for path in classes):
+            return f"{split_dir} has no <class>/<image> files"
+        if len(classes) > num_classes:
+            return (f"{split_dir} has {len(classes)} class folders, more "
+                    f"than the {num_classes} classes of the model")
+    return None
+
+
 def augment(image, label):
     """He et al.'s CIFAR augmentation: 4-pixel zero padding, random 32x32
     crop, random horizontal flip."""
@@ -95,6 +112,11 @@ def main(argv=None):
         cifar_blocks_per_stage(args.depth)
     except ValueError:
         parser.error(f"--depth must be 6n + 2 (20, 32, 56, ...), got {args.depth}")
+    if args.image_folder:
+        problem = image_folder_problem(args.image_folder,
+                                       NUM_CLASSES[args.dataset])
+        if problem:
+            parser.error(f"--image-folder {args.image_folder}: {problem}")
 
     strategy = training.configure_runtime(args)
     train, test = input_pipelines(args)

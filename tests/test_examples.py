@@ -145,6 +145,9 @@ def test_imagenet_names_the_archives_its_manual_dir_lacks(tmp_path):
     ("train_cifar.py", ["--norm", "bn", "--fuse-frn-tlu"],
      "--fuse-frn-tlu needs --norm frn, got --norm bn"),
     ("train_imagenet.py", [], "--manual-dir is required"),
+    ("train_cifar.py", ["--image-folder", "/nonexistent"],
+     "--image-folder /nonexistent: /nonexistent/train has no <class>/<image> "
+     "files"),
 ])
 def test_examples_reject_bad_flags(script, args, message, tmp_path):
     result = subprocess.run(
@@ -152,6 +155,26 @@ def test_examples_reject_bad_flags(script, args, message, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_cifar_image_folder_needs_images_and_at_most_the_model_classes(
+        tmp_path):
+    train_cifar = load_example("train_cifar")
+    for split in ("train", "test"):
+        for c in range(11):
+            (tmp_path / split / f"class{c}").mkdir(parents=True)
+    # Class folders without images, then with: 11 > CIFAR-10's 10 classes.
+    assert train_cifar.image_folder_problem(str(tmp_path), 11) == (
+        f"{tmp_path / 'train'} has no <class>/<image> files")
+    for c in range(11):
+        (tmp_path / "train" / f"class{c}" / "0.jpg").write_bytes(b"")
+    assert train_cifar.image_folder_problem(str(tmp_path), 11) == (
+        f"{tmp_path / 'test'} has no <class>/<image> files")
+    (tmp_path / "test" / "class0" / "0.jpg").write_bytes(b"")
+    assert train_cifar.image_folder_problem(str(tmp_path), 11) is None
+    assert train_cifar.image_folder_problem(str(tmp_path), 10) == (
+        f"{tmp_path / 'train'} has 11 class folders, more than the 10 "
+        "classes of the model")
 
 
 def test_cifar_mirrored_strategy_with_xla_resumes_and_exports(tmp_path):
