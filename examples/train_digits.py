@@ -120,6 +120,9 @@ def main(argv=None):
         args.learning_rate = 0.05 * args.batch_size / 32
     if not args.learning_rate > 0:
         parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
+    if args.save and not args.save.endswith(".keras"):
+        # Checked now, not when Keras refuses it after training.
+        parser.error(f"--save must name a .keras file, got {args.save}")
 
     start = time.perf_counter()
     data = load_digits_split(seed=args.seed)

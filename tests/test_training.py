@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import keras
 
@@ -113,11 +114,14 @@ def test_main_job_command_runs(tmp_path):
     assert saved.exists()
 
 
-def test_main_job_rejects_bad_flags():
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--save", "model.h5"], "--save must name a .keras file, got model.h5"),
+])
+def test_main_job_rejects_bad_flags(args, message):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "train_digits.py"),
-         "--batch-size", "0"],
+        [sys.executable, str(ROOT / "examples" / "train_digits.py"), *args],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2
-    assert "--batch-size must be >= 1" in result.stderr
+    assert message in result.stderr
