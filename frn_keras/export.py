@@ -290,6 +290,11 @@ def main(argv=None):
              "the 1x1 convolutions / Dense layers that read them",
     )
     args = parser.parse_args(argv)
+    # Checked before the model loads (slow for a large one).
+    if not os.path.isfile(args.keras_model):
+        parser.error(f"no .keras model file at {args.keras_model}")
+    if args.version < 1:
+        parser.error(f"--version must be >= 1, got {args.version}")
 
     import frn_keras  # noqa: F401  (registers the layers for loading)
 

@@ -277,6 +277,24 @@ def test_command_line_can_serve_the_model_unfolded(exported, tmp_path):
         version_dir, "AddV2")
 
 
+def test_command_line_refuses_a_missing_model_or_bad_version(tmp_path,
+                                                            capsys):
+    keras_path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                      keras.layers.Dense(2)]).save(keras_path)
+    for args, message in [
+            ([str(tmp_path / "missing.keras")],
+             f"no .keras model file at {tmp_path / 'missing.keras'}"),
+            ([str(keras_path), "--version", "0"],
+             "--version must be >= 1, got 0")]:
+        with pytest.raises(SystemExit) as exit_info:
+            export_main([*args, "--base-dir", str(tmp_path / "models"),
+                         "--name", "m"])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.mark.parametrize("columnar", [False, True], ids=["instances", "inputs"])
 def test_rest_bodies_give_the_same_predictions(exported, digits, columnar):
     model, version_dir = exported
