@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+import urllib.error
 import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,6 +55,30 @@ def predict_grpc(target, images, model_name=MODEL_NAME, timeout=30):
     return tf.make_ndarray(response.outputs["classes"])
 
 
+def server_errors():
+    """The exceptions that mean the server refused or could not be
+    reached."""
+    import grpc
+
+    return urllib.error.URLError, grpc.RpcError
+
+
+def server_error_text(error):
+    """One of `server_errors()` in one line: the server's own message for
+    an HTTP error status (TF Serving answers `{"error": ...}`), the status
+    and details of a gRPC error, or why the connection failed."""
+    if isinstance(error, urllib.error.HTTPError):
+        body = error.read().decode(errors="replace")
+        try:
+            body = json.loads(body)["error"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        return f"HTTP {error.code}: {body}"
+    if isinstance(error, urllib.error.URLError):
+        return f"cannot reach the server ({error.reason})"
+    return f"gRPC {error.code().name}: {error.details()}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -66,6 +91,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be >= 1")
+    if args.rest and not args.rest.startswith(("http://", "https://")):
+        parser.error(f"--rest needs an http:// or https:// URL, got {args.rest}")
 
     _, (images, labels) = load_digits_split()
     images, labels = images[: args.count], labels[: args.count]
@@ -74,10 +101,13 @@ def main(argv=None):
             json.dump(serving_requests.rest_request_body(images), f)
         print(f"wrote {len(images)} images to {args.write_request}")
         return
-    if args.rest:
-        classes = predict_rest(args.rest, images)
-    else:
-        classes = predict_grpc(args.grpc, images)
+    try:
+        if args.rest:
+            classes = predict_rest(args.rest, images)
+        else:
+            classes = predict_grpc(args.grpc, images)
+    except server_errors() as error:
+        sys.exit(f"{args.rest or args.grpc}: {server_error_text(error)}")
     print(f"classes: {classes.tolist()}")
     print(f"accuracy on {len(images)} held-out digits: "
           f"{np.mean(classes == labels):.4f}")

@@ -653,6 +653,70 @@ def test_query_server_example_against_emulated_grpc_server(digits):
     assert specs == [("digits_frn", "serving_default")]
 
 
+def _run_query_server(args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "query_server.py"), *args,
+         "--count", "2"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_query_server_reports_what_the_server_said_or_why_none_did():
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    message = "Servable not found for request: Latest(digits_frn)"
+
+    class NotFoundHandler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = json.dumps({"error": message}).encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    class NotFoundService(
+            prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            context.abort(grpc.StatusCode.NOT_FOUND, message)
+
+    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                  NotFoundHandler)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    grpc_server = grpc.server(concurrent.futures.ThreadPoolExecutor(1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        NotFoundService(), grpc_server)
+    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
+    grpc_server.start()
+    rest = f"http://127.0.0.1:{http_server.server_address[1]}"
+    closed = _free_port()
+    try:
+        for args, said in [
+                (["--rest", rest], f"{rest}: HTTP 404: {message}"),
+                (["--grpc", f"127.0.0.1:{grpc_port}"],
+                 f"127.0.0.1:{grpc_port}: gRPC NOT_FOUND: {message}"),
+                (["--rest", f"http://127.0.0.1:{closed}"],
+                 f"http://127.0.0.1:{closed}: cannot reach the server ("),
+                (["--grpc", f"127.0.0.1:{closed}"],
+                 f"127.0.0.1:{closed}: gRPC UNAVAILABLE: ")]:
+            result = _run_query_server(args)
+            assert result.returncode == 1, result.stderr[-3000:]
+            assert said in result.stderr, result.stderr[-3000:]
+            assert "Traceback" not in result.stderr
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
+        grpc_server.stop(grace=None)
+    result = _run_query_server(["--rest", "localhost:8501"])
+    assert result.returncode == 2
+    assert "--rest needs an http:// or https:// URL" in result.stderr
+
+
 def test_query_server_writes_a_curl_body(tmp_path):
     path = tmp_path / "request.json"
     result = subprocess.run(
