@@ -24,30 +24,29 @@ from frn_keras.models import resnet_cifar  # noqa: E402
 from frn_keras.models.resnet_cifar import cifar_blocks_per_stage  # noqa: E402
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
-TRAIN_SIZE = 50_000
+TRAIN_SIZE = 50_000  # CIFAR-10 and CIFAR-100 alike
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def load_splits(args):
-    """Returns `(train, test)` datasets of `(uint8 image, label)`."""
+    """Returns `(train, test, train_examples)`: datasets of `(uint8 image,
+    label)` and the number of training images (an epoch's worth)."""
     if args.image_folder:
         builder = tfds.folder_dataset.ImageFolder(
             args.image_folder, shape=(32, 32, 3), dtype=tf.uint8
         )
-        return tuple(
-            builder.as_dataset(split=split, as_supervised=True,
-                               shuffle_files=split == "train")
-            for split in ("train", "test")
-        )
+        return (*(builder.as_dataset(split=split, as_supervised=True,
+                                     shuffle_files=split == "train")
+                  for split in ("train", "test")),
+                builder.info.splits["train"].num_examples)
     mock = (tfds.testing.mock_data(num_examples=256) if args.mock_data
             else contextlib.nullcontext())
     with mock:
-        return tuple(
-            tfds.load(args.dataset, split=split, data_dir=args.data_dir,
-                      as_supervised=True, shuffle_files=split == "train",
-                      download=not args.mock_data)
-            for split in ("train", "test")
-        )
+        return (*(tfds.load(args.dataset, split=split, data_dir=args.data_dir,
+                            as_supervised=True, shuffle_files=split == "train",
+                            download=not args.mock_data)
+                  for split in ("train", "test")),
+                TRAIN_SIZE)
 
 
 def image_folder_problem(folder, num_classes):
@@ -81,7 +80,7 @@ def to_float(image, label):
 
 
 def input_pipelines(args):
-    train, test = load_splits(args)
+    train, test, train_examples = load_splits(args)
     # The decoded uint8 images (150 MB for CIFAR) stay in memory, so JPEG
     # decoding and file reads happen in the first epoch only.
     train, test = train.cache(), test.cache()
@@ -92,7 +91,7 @@ def input_pipelines(args):
              .prefetch(AUTOTUNE).with_options(training.data_options(args)))
     test = (test.map(to_float, num_parallel_calls=AUTOTUNE)
             .batch(args.batch_size).prefetch(AUTOTUNE))
-    return train, test
+    return train, test, train_examples
 
 
 def main(argv=None):
@@ -119,12 +118,12 @@ def main(argv=None):
             parser.error(f"--image-folder {args.image_folder}: {problem}")
 
     strategy = training.configure_runtime(args)
-    train, test = input_pipelines(args)
+    train, test, train_examples = input_pipelines(args)
     training.run(
         args,
         lambda: resnet_cifar(args.depth, NUM_CLASSES[args.dataset],
                              norm=args.norm, data_format=args.data_format),
-        train, test, TRAIN_SIZE, reference_batch=128, strategy=strategy,
+        train, test, train_examples, reference_batch=128, strategy=strategy,
     )
 
 

@@ -10,6 +10,7 @@ checked against the ranges the docstrings give."""
 
 import argparse
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -143,12 +144,30 @@ def test_center_crop_keeps_the_central_0_875_of_the_shorter_side(
 
 
 @needs_cifar
+def test_cifar_epoch_is_one_pass_over_the_image_folder(cifar_folder,
+                                                       tmp_path):
+    # 3 classes with 2 training images each, not CIFAR's 50,000.
+    for split, count in (("train", 2), ("test", 1)):
+        for name in ("airplane", "cat", "ship"):
+            source = sorted((cifar_folder / split / name).iterdir())[:count]
+            (tmp_path / split / name).mkdir(parents=True)
+            for path in source:
+                shutil.copy(path, tmp_path / split / name / path.name)
+    args = argparse.Namespace(
+        image_folder=str(tmp_path), mock_data=False, dataset="cifar10",
+        data_dir=None, seed=0, batch_size=2, distribute="none")
+    train, test, train_examples = train_cifar.load_splits(args)
+    assert train_examples == 6
+    assert sum(1 for _ in train) == 6 and sum(1 for _ in test) == 3
+
+
+@needs_cifar
 def test_cifar_pipelines_read_their_splits_and_augment_train_only(
         cifar_folder):
     args = argparse.Namespace(
         image_folder=str(cifar_folder), mock_data=False, dataset="cifar10",
         data_dir=None, seed=0, batch_size=64, distribute="none")
-    train, test = train_cifar.input_pipelines(args)
+    train, test, _ = train_cifar.input_pipelines(args)
     assert train.element_spec[0].shape == (64, 32, 32, 3)  # one XLA shape
     assert train.element_spec[0].dtype == tf.float32
     assert train.cardinality() == tf.data.INFINITE_CARDINALITY  # repeats
@@ -156,7 +175,7 @@ def test_cifar_pipelines_read_their_splits_and_augment_train_only(
     assert int(test.cardinality()) == math.ceil(10_000 / 64)
 
     # Test images are the decoded files, only cast.
-    _, raw_test = train_cifar.load_splits(args)
+    _, raw_test, _ = train_cifar.load_splits(args)
     raw = np.stack([x.numpy() for x, _ in raw_test.take(64)])
     images, _ = next(iter(test))
     np.testing.assert_array_equal(images.numpy(), raw.astype("float32"))
