@@ -586,26 +586,35 @@ def _query_server(args, digits, count):
     assert accuracy > 0.95, result.stdout
 
 
+class _JsonHandler(http.server.BaseHTTPRequestHandler):
+    """A REST endpoint: each POST's JSON body goes to `answer(body)`, which
+    returns the status and the JSON reply."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status, reply = self.answer(body)
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
 def test_query_server_example_against_emulated_rest_server(digits):
     signature = _signature(DEMO_VERSION_DIR)
     paths = []
 
-    class PredictHandler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
+    class PredictHandler(_JsonHandler):
+        def answer(self, body):
             paths.append(self.path)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             out = serving_emulation.run(
                 signature, serving_emulation.inputs_from_rest_body(body, signature)
             )
-            data = json.dumps(serving_emulation.rest_row_response(out)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
+            return 200, serving_emulation.rest_row_response(out)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PredictHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -667,18 +676,9 @@ def test_query_server_reports_what_the_server_said_or_why_none_did():
 
     message = "Servable not found for request: Latest(digits_frn)"
 
-    class NotFoundHandler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            data = json.dumps({"error": message}).encode()
-            self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
+    class NotFoundHandler(_JsonHandler):
+        def answer(self, body):
+            return 404, {"error": message}
 
     class NotFoundService(
             prediction_service_pb2_grpc.PredictionServiceServicer):
