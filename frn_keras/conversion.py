@@ -64,9 +64,11 @@ def convert_to_frn(model):
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, (FilterResponseNormalization, TLU)):
-            # BatchNorm's `training` / `mask` arguments mean nothing here.
+            # BatchNorm's `training` means nothing here; its `mask` leaves
+            # padding out of FRN's statistics as it did of BatchNorm's.
             kwargs.pop("training", None)
-            kwargs.pop("mask", None)
+            if isinstance(layer, TLU):
+                kwargs.pop("mask", None)
         return layer(*args, **kwargs)
 
     # A Sequential model calls each layer on its input alone.

@@ -27,14 +27,14 @@ def ids(shapes_and_axes):
     return [f"{shape}-axis{axis}" for shape, axis in shapes_and_axes]
 
 
-def outputs_and_gradients(layer, x, upstream):
+def outputs_and_gradients(layer, x, upstream, **call_kwargs):
     """Returns the layer's output and the gradients of
-    `sum(upstream * layer(x))` w.r.t. `x` and each trainable weight (by
-    weight name), as NumPy arrays, on the active backend."""
+    `sum(upstream * layer(x, **call_kwargs))` w.r.t. `x` and each trainable
+    weight (by weight name), as NumPy arrays, on the active backend."""
     backend = keras.backend.backend()
     gradients = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients,
                  "torch": _torch_gradients}[backend]
-    y, grad_x, grad_weights = gradients(layer, x, upstream)
+    y, grad_x, grad_weights = gradients(layer, x, upstream, call_kwargs)
     by_name = {"x": np.asarray(grad_x)}
     for w, g in zip(layer.trainable_weights, grad_weights):
         by_name[w.name] = np.asarray(g)
@@ -57,19 +57,19 @@ def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 
 
-def _tensorflow_gradients(layer, x, upstream):
+def _tensorflow_gradients(layer, x, upstream, call_kwargs):
     import tensorflow as tf
 
     x = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = layer(x)
+        y = layer(x, **call_kwargs)
         loss = tf.reduce_sum(tf.cast(y, tf.float64) * upstream)
     grads = tape.gradient(loss, [x] + [w.value for w in layer.trainable_weights])
     return y, grads[0].numpy(), [g.numpy() for g in grads[1:]]
 
 
-def _jax_gradients(layer, x, upstream):
+def _jax_gradients(layer, x, upstream, call_kwargs):
     import jax
     import jax.numpy as jnp
 
@@ -77,7 +77,8 @@ def _jax_gradients(layer, x, upstream):
     non_trainable = [w.value for w in layer.non_trainable_weights]
 
     def loss(trainable, x):
-        y, _ = layer.stateless_call(trainable, non_trainable, x)
+        y, _ = layer.stateless_call(trainable, non_trainable, x,
+                                    **call_kwargs)
         return jnp.sum(y.astype(jnp.float64) * upstream), y
 
     (_, y), (grad_w, grad_x) = jax.value_and_grad(
@@ -85,12 +86,12 @@ def _jax_gradients(layer, x, upstream):
     return y, grad_x, grad_w
 
 
-def _torch_gradients(layer, x, upstream):
+def _torch_gradients(layer, x, upstream, call_kwargs):
     import torch
 
     # torch cannot read NumPy bfloat16 arrays: go through keras.
     x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
-    y = layer(x)
+    y = layer(x, **call_kwargs)
     loss = torch.sum(y.to(torch.float64) * torch.tensor(upstream))
     weights = [w.value for w in layer.trainable_weights]
     grads = torch.autograd.grad(loss, [x] + weights)

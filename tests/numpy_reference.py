@@ -19,21 +19,39 @@ def _axes(x, axis):
     return reduced, not_channel, shape
 
 
-def frn_forward(x, axis, gamma, beta, epsilon, eps_learned=None):
-    """`gamma * x / sqrt(mean(x^2, spatial) + eps) + beta`, float64."""
+def _mean_square(x, axis, reduced, mask):
+    """`mean(x^2)` over `reduced`; with a `mask` (the input's shape without
+    the channel axis), over its true positions only, and 0 where it has
+    none."""
+    if mask is None:
+        return np.mean(x**2, axis=reduced, keepdims=True)
+    weights = np.expand_dims(np.asarray(mask, bool), axis % x.ndim)
+    squares = np.where(weights, x, 0.0) ** 2
+    count = np.sum(weights, axis=reduced, keepdims=True)
+    return np.sum(squares, axis=reduced, keepdims=True) / np.maximum(count, 1)
+
+
+def frn_forward(x, axis, gamma, beta, epsilon, eps_learned=None, mask=None):
+    """`gamma * x / sqrt(mean(x^2, spatial) + eps) + beta`, float64; with a
+    `mask`, the mean is over the masked-in positions."""
     x = np.asarray(x, np.float64)
     reduced, _, shape = _axes(x, axis)
-    nu2 = np.mean(x**2, axis=reduced, keepdims=True)
+    nu2 = _mean_square(x, axis, reduced, mask)
     eps = epsilon + (0.0 if eps_learned is None else abs(eps_learned))
     return gamma.reshape(shape) * x / np.sqrt(nu2 + eps) + beta.reshape(shape)
 
 
-def frn_backward(x, axis, gamma, beta, epsilon, eps_learned, upstream):
+def frn_backward(x, axis, gamma, beta, epsilon, eps_learned, upstream,
+                 mask=None):
     """Returns `dict(x=, gamma=, beta=, eps_learned=)` gradients."""
     x = np.asarray(x, np.float64)
     reduced, not_channel, shape = _axes(x, axis)
-    n = int(np.prod([x.shape[i] for i in reduced]))
-    nu2 = np.mean(x**2, axis=reduced, keepdims=True)
+    # nu2 = sum(m * x^2) / n: m is 1 at the positions it counts.
+    m, n = 1.0, int(np.prod([x.shape[i] for i in reduced]))
+    if mask is not None:
+        m = np.expand_dims(np.asarray(mask, np.float64), axis % x.ndim)
+        n = np.maximum(np.sum(m, axis=reduced, keepdims=True), 1)
+    nu2 = _mean_square(x, axis, reduced, mask)
     eps = epsilon + (0.0 if eps_learned is None else abs(eps_learned))
     r = 1.0 / np.sqrt(nu2 + eps)
     g = gamma.reshape(shape)
@@ -41,7 +59,7 @@ def frn_backward(x, axis, gamma, beta, epsilon, eps_learned, upstream):
     s = np.sum(w * g * x, axis=reduced, keepdims=True)
     grads = {
         # d/dx of g*x*r(x): the direct term and the term through nu2.
-        "x": g * r * w - x * r**3 * s / n,
+        "x": g * r * w - m * x * r**3 * s / n,
         "gamma": np.sum(w * x * r, axis=not_channel),
         "beta": np.sum(w, axis=not_channel),
     }

@@ -13,7 +13,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILES = ["tests/test_filter_response_normalization.py", "tests/test_tlu.py",
          "tests/test_proxy_normalization.py", "tests/test_backend_features.py",
-         "tests/test_weight_arguments.py", "tests/test_dtype_policies.py"]
+         "tests/test_weight_arguments.py", "tests/test_dtype_policies.py",
+         "tests/test_masking.py"]
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

@@ -8,24 +8,30 @@ from tests import harness
 from tests import numpy_reference as ref
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize(
     "shape,axis", [((3, 4), -1), ((2, 3, 4), -1), ((2, 4, 3, 2), 1)]
 )
-def test_frn_backward_matches_finite_differences(shape, axis):
+def test_frn_backward_matches_finite_differences(shape, axis, masked):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape) * 0.1
     c = shape[axis]
     gamma, beta = rng.normal(size=c), rng.normal(size=c)
     eps, eps_l = 1e-3, -2e-3
     w = rng.normal(size=shape)
-    grads = ref.frn_backward(x, axis, gamma, beta, eps, eps_l, w)
+    mask = None
+    if masked:
+        # Some positions of each sample left out, one sample entirely.
+        mask = rng.random(np.delete(shape, axis % len(shape))) < 0.6
+        mask[0] = False
+    grads = ref.frn_backward(x, axis, gamma, beta, eps, eps_l, w, mask)
 
     def loss(**kw):
         args = dict(x=x, gamma=gamma, beta=beta, eps_learned=eps_l)
         args.update(kw)
         out = ref.frn_forward(
             args["x"], axis, args["gamma"], args["beta"], eps,
-            args["eps_learned"],
+            args["eps_learned"], mask,
         )
         return np.sum(w * out)
 

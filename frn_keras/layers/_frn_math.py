@@ -125,3 +125,40 @@ def _scale_offset_threshold(x, s, beta, tau, k):
         y = ops.reshape(y, (-1, *shape[1:]))
         z = y if tau is None else ops.reshape(z, (-1, *shape[1:]))
     return y, z
+
+
+def masked_filter_response_normalize(x, mask, gamma, beta, eps_learned,
+                                     epsilon, axes):
+    """FRN of `x` whose statistics count only the positions where `mask` is
+    true.
+
+    `nu2 = sum(x^2 where mask) / max(count, 1)` per sample and channel; every
+    position, padded or not, is then normalized with it, as Keras'
+    BatchNormalization does with a mask. Values at padded positions do not
+    reach the statistics, nor, through them, any other output (`where`, not
+    a product with the mask, whose `0 * inf` would be NaN). A sample with
+    no valid position gets `nu2 = 0` (with one position per channel, rank-2
+    input, that is every masked-out sample). Differentiated by autodiff: the
+    analytic gradient above is kept for the unmasked path, the one
+    convolutional networks run.
+
+    Args:
+        x: Input tensor (float32 or wider).
+        mask: Boolean tensor shaped like `x` with a size-1 channel axis.
+        gamma, beta, eps_learned, epsilon, axes: As in
+            `filter_response_normalize`.
+    """
+    # With no axes a sum is the tensor itself (not every backend's sum
+    # over `axis=()` is).
+    def spatial_sum(t):
+        return ops.sum(t, axis=axes, keepdims=True) if axes else t
+
+    counted = ops.where(mask, x, ops.zeros_like(x))
+    count = ops.maximum(spatial_sum(ops.cast(mask, x.dtype)), 1)
+    eps = epsilon if eps_learned is None else epsilon + ops.abs(eps_learned)
+    nu2 = spatial_sum(ops.square(counted)) / count
+    s = ops.rsqrt(nu2 + eps)
+    if gamma is not None:
+        s = s * gamma
+    y = x * s
+    return y if beta is None else y + beta

@@ -21,6 +21,8 @@ from frn_keras.layers._channel_axis import resolve_channel_axis
 from frn_keras.layers._dtypes import check_float_policy
 from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._frn_math import filter_response_normalize
+from frn_keras.layers._frn_math import masked_filter_response_normalize
+from frn_keras.layers._tlu_math import thresholded_linear
 
 
 @keras.saving.register_keras_serializable(package="frn_keras")
@@ -58,6 +60,13 @@ class FilterResponseNormalization(keras.layers.Layer):
     float16 activations (where a float16 `mean(x ** 2)` would overflow) give
     finite, accurate results.
 
+    With a mask (from `Embedding(mask_zero=True)`, `Masking`, or passed as
+    `mask=`), the statistics count only the positions where the mask is
+    true, as BatchNormalization's do: padding leaves the output at the other
+    positions unchanged. Every position is still normalized with those
+    statistics (a sample with no position left gets `nu2 = 0`), and the
+    mask passes on to the next layer.
+
     Example:
 
     >>> x = np.random.rand(2, 8, 8, 16).astype("float32")
@@ -90,6 +99,12 @@ class FilterResponseNormalization(keras.layers.Layer):
         beta_constraint: Optional constraint for `beta`. Defaults to `None`.
         gamma_constraint: Optional constraint for `gamma`. Defaults to `None`.
         **kwargs: Base layer keyword arguments (e.g. `name` and `dtype`).
+
+    Call arguments:
+        inputs: Input tensor.
+        mask: Optional boolean tensor of the input's shape without its
+            channel axis (e.g. `(batch, steps)` for `(batch, steps, C)`):
+            the positions that count in the statistics.
 
     Input shape:
         Arbitrary, of rank >= 2 with a known channel dimension: e.g.
@@ -136,6 +151,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         check_float_policy(self)
         # Statistics are computed in float32 (or wider) whatever the policy.
         self.autocast = False
+        self.supports_masking = True
         self.axis = axis
         self.epsilon = epsilon
         self.learned_epsilon = learned_epsilon
@@ -170,6 +186,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         self._reduction_axes = tuple(
             i for i in range(1, rank) if i != axis
         )
+        self._folded_axis = axis
         self._broadcast_shape = broadcast_shape(rank, axis, channels)
 
         add_affine_weights(self, channels)
@@ -182,32 +199,66 @@ class FilterResponseNormalization(keras.layers.Layer):
                 constraint=self.learned_epsilon_constraint,
             )
 
-    def call(self, inputs):
-        return self._normalize(inputs)
+    def call(self, inputs, mask=None):
+        return self._normalize(inputs, mask=mask)
 
-    def _normalize(self, inputs, tau=None):
+    def _normalize(self, inputs, tau=None, mask=None):
         """FRN of `inputs`, followed by `max(., tau)` when `tau` (a weight
-        of shape `(channels,)`) is given."""
+        of shape `(channels,)`) is given; with a `mask`, the statistics
+        count only its true positions."""
+        if mask is not None:
+            self._check_mask(mask, inputs)
         # float16 would overflow in x ** 2 for |x| > 256: compute in float32.
         dtype = statistics_dtype(inputs.dtype)
         x = ops.cast(inputs, dtype)
         if self._folded_shape is not None:
             x = ops.reshape(x, self._folded(inputs))
-        outputs = filter_response_normalize(
-            x,
+        weights = dict(
             gamma=per_channel(self.gamma, dtype, self._broadcast_shape),
             beta=per_channel(self.beta, dtype, self._broadcast_shape),
             eps_learned=(None if self.eps_learned is None
                          else ops.cast(self.eps_learned, dtype)),
             epsilon=self.epsilon,
             axes=self._reduction_axes,
-            tau=per_channel(tau, dtype, self._broadcast_shape),
         )
+        tau = per_channel(tau, dtype, self._broadcast_shape)
+        if mask is None:
+            outputs = filter_response_normalize(x, tau=tau, **weights)
+        else:
+            outputs = masked_filter_response_normalize(
+                x, self._folded_mask(mask, inputs), **weights)
+            if tau is not None:
+                outputs = thresholded_linear(outputs, tau, self._folded_axis)
         if self._folded_shape is not None:
             static = None not in inputs.shape[1:]
             outputs = ops.reshape(outputs, (-1, *inputs.shape[1:]) if static
                                   else ops.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
+
+    def _check_mask(self, mask, inputs):
+        """A mask has the input's shape without its channel axis, as Keras
+        masks of sequences do (`(batch, steps)` for `(batch, steps, C)`)."""
+        axis = self.axis % len(inputs.shape)
+        expected = tuple(d for i, d in enumerate(inputs.shape) if i != axis)
+        if len(mask.shape) != len(expected) or any(
+                m is not None and e is not None and m != e
+                for m, e in zip(mask.shape, expected)):
+            raise ValueError(
+                f"Layer '{self.name}': argument `mask` must have the input's "
+                "shape without its channel axis, "
+                f"{tuple(expected)}. Received: mask.shape="
+                f"{tuple(mask.shape)}, inputs.shape={tuple(inputs.shape)}"
+            )
+
+    def _folded_mask(self, mask, inputs):
+        """`mask` as booleans shaped like the (folded) input with a size-1
+        channel axis."""
+        mask = ops.cast(mask, "bool")
+        if self._folded_shape is not None:
+            mask = ops.reshape(mask, tuple(
+                d for i, d in enumerate(self._folded(inputs))
+                if i != self._folded_axis))
+        return ops.expand_dims(mask, self._folded_axis)
 
     def _folded(self, inputs):
         """The folded shape of `inputs`: constant (one op in a graph) when

@@ -52,6 +52,11 @@ class FilterResponseNormalizationTLU(FilterResponseNormalization):
         tau_constraint: Optional constraint for `tau`. Defaults to `None`.
         **kwargs: Base layer keyword arguments (e.g. `name` and `dtype`).
 
+    Call arguments:
+        inputs: Input tensor.
+        mask: Optional boolean tensor, as in `FilterResponseNormalization`:
+            the positions that count in the statistics.
+
     Input shape:
         Arbitrary, of rank >= 2 with a known channel dimension, as
         `FilterResponseNormalization`.
@@ -96,8 +101,8 @@ class FilterResponseNormalizationTLU(FilterResponseNormalization):
             constraint=self.tau_constraint,
         )
 
-    def call(self, inputs):
-        return self._normalize(inputs, tau=self.tau)
+    def call(self, inputs, mask=None):
+        return self._normalize(inputs, tau=self.tau, mask=mask)
 
     def get_config(self):
         return {

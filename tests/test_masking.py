@@ -1,0 +1,265 @@
+"""FilterResponseNormalization (and the fused FRN + TLU) with a mask: the
+statistics leave the masked-out positions out, checked against the float64
+NumPy reference with the same mask, against FRN of the unpadded input, and
+through the masks Keras layers pass on (Embedding, Masking, conversion)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from frn_keras import TLU
+from frn_keras import FilterResponseNormalization
+from frn_keras import FilterResponseNormalizationTLU
+from frn_keras import convert_to_frn
+from tests import harness
+from tests import numpy_reference as ref
+
+EPSILON = 1e-4
+
+
+def _random_layer(cls, shape, axis, dtype="float64", seed=0):
+    """A built `cls` (FRN or the fused layer) with random weights; returns
+    the layer and its weights as float64 arrays."""
+    rng = np.random.default_rng(seed)
+    layer = cls(axis=axis, epsilon=EPSILON, learned_epsilon=True,
+                dtype=dtype)
+    layer.build(shape)
+    c = shape[axis]
+    params = {
+        "gamma": rng.uniform(0.5, 1.5, c) * rng.choice([-1, 1], c),
+        "beta": rng.normal(size=c),
+        "eps_learned": -3e-3,
+        "tau": rng.normal(size=c) * 0.5,
+    }
+    layer.gamma.assign(params["gamma"])
+    layer.beta.assign(params["beta"])
+    layer.eps_learned.assign([params["eps_learned"]])
+    if cls is FilterResponseNormalizationTLU:
+        layer.tau.assign(params["tau"])
+    return layer, params
+
+
+def _random_mask(shape, axis, rng):
+    """A mask of `shape` without its channel `axis`: about 60% of positions
+    kept, none of the first sample's (so the all-masked-out case runs)."""
+    mask = rng.random(np.delete(shape, axis % len(shape))) < 0.6
+    mask[0] = False
+    return mask
+
+
+def _reference(cls, x, axis, params, mask, upstream):
+    """Float64 output and gradients by the chain rule through the
+    independent references."""
+    frn_args = (x, axis, params["gamma"], params["beta"], EPSILON,
+                params["eps_learned"])
+    y = ref.frn_forward(*frn_args, mask=mask)
+    if cls is FilterResponseNormalization:
+        return y, ref.frn_backward(*frn_args, upstream, mask)
+    tlu = ref.tlu_backward(y, axis, params["tau"], None, upstream)
+    grads = ref.frn_backward(*frn_args, tlu["x"], mask)
+    return (ref.tlu_forward(y, axis, params["tau"]),
+            {**grads, "tau": tlu["tau"]})
+
+
+@pytest.mark.all_backends
+@pytest.mark.parametrize(
+    "cls", [FilterResponseNormalization, FilterResponseNormalizationTLU])
+@pytest.mark.parametrize(
+    "shape,axis",
+    harness.SHAPES_AND_AXES,
+    ids=harness.ids(harness.SHAPES_AND_AXES),
+)
+def test_masked_forward_and_gradients_match_float64_reference(
+        shape, axis, cls):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shape) * 0.05  # small, so that eps matters
+    upstream = rng.normal(size=shape)
+    mask = _random_mask(shape, axis, rng)
+    layer, params = _random_layer(cls, shape, axis)
+
+    y, grads = harness.outputs_and_gradients(layer, x, upstream, mask=mask)
+
+    want, expected = _reference(cls, x, axis, params, mask, upstream)
+    harness.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
+    for name in ["x", "gamma", "beta"] + (
+            ["tau"] if cls is FilterResponseNormalizationTLU else []):
+        harness.assert_allclose(grads[name], expected[name], rtol=1e-8,
+                                atol=1e-10, err_msg=name)
+    harness.assert_allclose(grads["learned_epsilon"],
+                            [expected["eps_learned"]], rtol=1e-8)
+    # The mask changed the result: the unmasked statistics differ.
+    unmasked = ref.frn_forward(x, axis, params["gamma"], params["beta"],
+                               EPSILON, params["eps_learned"])
+    assert not np.allclose(ref.frn_forward(
+        x, axis, params["gamma"], params["beta"], EPSILON,
+        params["eps_learned"], mask=mask), unmasked)
+
+
+@pytest.mark.all_backends
+@pytest.mark.parametrize(
+    "cls", [FilterResponseNormalization, FilterResponseNormalizationTLU])
+def test_padding_leaves_the_other_positions_unchanged(cls):
+    # Two sequences of 4 and 7 steps, padded to 7: each one's valid outputs
+    # and gradients are those of FRN over its own steps alone, whatever the
+    # padding holds.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 7, 6))
+    lengths = [4, 7]
+    mask = np.arange(7)[None, :] < np.array(lengths)[:, None]
+    padded = x.copy()
+    padded[0, 4:] = np.array([1e30, -7.0, 123.0])[:, None]
+    upstream = rng.normal(size=x.shape) * mask[..., None]
+    layer, _ = _random_layer(cls, x.shape, -1)
+
+    y, grads = harness.outputs_and_gradients(layer, padded, upstream,
+                                             mask=mask)
+
+    assert np.all(grads["x"][0, 4:] == 0)
+    for name in ["gamma", "beta", "learned_epsilon"]:
+        assert np.all(np.isfinite(grads[name])), name
+    for i, n in enumerate(lengths):
+        alone, alone_grads = harness.outputs_and_gradients(
+            layer, x[i:i + 1, :n], upstream[i:i + 1, :n])
+        harness.assert_allclose(y[i:i + 1, :n], alone, rtol=1e-12)
+        harness.assert_allclose(grads["x"][i:i + 1, :n], alone_grads["x"],
+                                rtol=1e-10, atol=1e-14)
+    # Not even an inf or a NaN in the padding reaches the statistics.
+    padded[0, 4:] = np.array([np.inf, np.nan, -np.inf])[:, None]
+    harness.assert_allclose(harness.to_numpy(layer(padded, mask=mask))[0, :4],
+                            y[0, :4], rtol=1e-12)
+
+
+@pytest.mark.all_backends
+def test_an_all_true_mask_computes_the_unmasked_function():
+    x = np.random.default_rng(3).normal(size=(2, 5, 4, 6))
+    layer, _ = _random_layer(FilterResponseNormalization, x.shape, -1)
+    mask = np.ones((2, 5, 4), bool)
+    harness.assert_allclose(harness.to_numpy(layer(x, mask=mask)),
+                            harness.to_numpy(layer(x)), rtol=1e-12)
+
+
+@pytest.mark.all_backends
+def test_masked_output_of_a_sample_is_independent_of_its_batch():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 9, 6))
+    mask = _random_mask(x.shape, -1, rng)
+    layer, _ = _random_layer(FilterResponseNormalizationTLU, x.shape, -1)
+    batch = harness.to_numpy(layer(x, mask=mask))
+    for i in range(len(x)):
+        alone = harness.to_numpy(layer(x[i:i + 1], mask=mask[i:i + 1]))
+        harness.assert_allclose(batch[i:i + 1], alone, rtol=1e-12)
+
+
+@pytest.mark.all_backends
+@pytest.mark.parametrize(
+    "cls", [FilterResponseNormalization, FilterResponseNormalizationTLU])
+def test_the_mask_of_an_embedding_reaches_frn_and_passes_on(cls):
+    # Embedding(mask_zero=True) -> FRN -> (TLU) -> masked average: padding
+    # a sequence with zeros changes nothing, and Keras warns of no layer
+    # dropping the mask.
+    tokens = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(20, 6, mask_zero=True)(tokens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = cls()(h)
+        if cls is FilterResponseNormalization:
+            h = TLU()(h)
+    model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(h))
+    sequence = np.array([[3, 9, 14, 1, 7]])
+    padded = np.concatenate([sequence, np.zeros((1, 4), int)], axis=1)
+    harness.assert_allclose(harness.to_numpy(model(padded)),
+                            harness.to_numpy(model(sequence)), rtol=1e-6,
+                            atol=1e-7)
+
+
+def test_masked_model_saves_and_loads(tmp_path):
+    inputs = keras.Input((None, 4))
+    h = keras.layers.Masking(0.0)(inputs)
+    h = FilterResponseNormalizationTLU(beta_initializer="ones")(h)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(h))
+    x = np.random.default_rng(5).normal(size=(2, 6, 4)).astype("float32")
+    x[0, 3:] = 0.0
+    path = tmp_path / "masked.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    # Sample 0 averages its 3 valid steps, normalized over those 3 alone.
+    np.testing.assert_allclose(model(x).numpy()[0],
+                               model(x[:1, :3]).numpy()[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_masked_xla_compiled_equals_eager(axis):
+    rng = np.random.default_rng(6)
+    shape = (3, 5, 4, 6) if axis == -1 else (3, 6, 5, 4)
+    x = rng.normal(size=shape).astype("float32")
+    mask = _random_mask(shape, axis, rng)
+    layer, _ = _random_layer(FilterResponseNormalizationTLU, shape, axis,
+                             dtype="float32")
+    upstream = rng.normal(size=shape).astype("float32")
+
+    def forward_and_grads(x, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, [x] + layer.trainable_weights)
+
+    eager = forward_and_grads(tf.constant(x), tf.constant(mask))
+    compiled = tf.function(forward_and_grads, jit_compile=True)(
+        tf.constant(x), tf.constant(mask))
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(compiled[1], eager[1]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_masked_mixed_precision_large_activations():
+    # float16 inputs of ~1e3 (x * x overflows float16): the masked
+    # statistics are taken in float32 too.
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(2, 8, 6)) * 1e3).astype("float16")
+    mask = _random_mask(x.shape, -1, rng)
+    layer, params = _random_layer(FilterResponseNormalization, x.shape, -1,
+                                  dtype="mixed_float16")
+    y = layer(x, mask=mask)
+    assert y.dtype == tf.float16
+    want = ref.frn_forward(x.astype(np.float64), -1, params["gamma"],
+                           params["beta"], EPSILON, params["eps_learned"],
+                           mask=mask)
+    # Sample 0 has no valid step: x / sqrt(eps) is far beyond float16.
+    np.testing.assert_allclose(y.numpy()[1:].astype(np.float64), want[1:],
+                               rtol=2e-3, atol=6e-3)
+
+
+@pytest.mark.all_backends
+@pytest.mark.parametrize("shape,mask_shape", [
+    ((2, 5, 6), (2, 5, 6)),   # the input's shape, channel axis included
+    ((2, 5, 6), (2,)),
+    ((2, 5, 6), (2, 4)),      # another number of steps
+    ((2, 4, 5, 6), (2, 5, 4)),
+])
+def test_a_mask_of_the_wrong_shape_raises(shape, mask_shape):
+    layer = FilterResponseNormalization()
+    with pytest.raises(ValueError, match=(
+            r"`mask` must have the input's shape without its channel axis"
+            r".*Received: mask.shape=")):
+        layer(np.ones(shape, "float32"), mask=np.ones(mask_shape, bool))
+
+
+def test_converted_batch_norm_keeps_its_mask():
+    # BatchNorm called with an explicit mask becomes FRN called with it.
+    x = keras.Input((6, 4))
+    mask = keras.Input((6,), dtype="bool")
+    h = keras.layers.BatchNormalization()(x, mask=mask)
+    model = keras.Model([x, mask], keras.layers.ReLU()(h))
+    converted = convert_to_frn(model)
+    values = np.random.default_rng(8).normal(size=(1, 6, 4)).astype("float32")
+    valid = np.array([[True, True, True, False, False, False]])
+    got = converted([values, valid]).numpy()
+    want = np.maximum(ref.frn_forward(values, -1, np.ones(4), np.zeros(4),
+                                      1e-6, mask=valid), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
