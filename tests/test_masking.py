@@ -134,6 +134,30 @@ def test_padding_leaves_the_other_positions_unchanged(cls):
 
 
 @pytest.mark.all_backends
+def test_masked_ties_send_the_gradient_to_y():
+    # y == tau where x == 0 and beta == tau: the gradient goes to y (and on
+    # to x), none to tau, as in the unmasked layer on every backend (JAX's
+    # own `maximum` would split it in halves).
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2, 6, 6))
+    x[:, ::2] = 0.0
+    mask = _random_mask(x.shape, -1, rng)
+    upstream = rng.normal(size=x.shape)
+    layer, params = _random_layer(FilterResponseNormalizationTLU, x.shape,
+                                  -1)
+    params["tau"] = params["beta"]
+    layer.tau.assign(params["tau"])
+
+    _, grads = harness.outputs_and_gradients(layer, x, upstream, mask=mask)
+
+    _, expected = _reference(FilterResponseNormalizationTLU, x, -1, params,
+                             mask, upstream)
+    for name in ["x", "tau", "beta"]:
+        harness.assert_allclose(grads[name], expected[name], rtol=1e-8,
+                                atol=1e-10, err_msg=name)
+
+
+@pytest.mark.all_backends
 def test_an_all_true_mask_computes_the_unmasked_function():
     x = np.random.default_rng(3).normal(size=(2, 5, 4, 6))
     layer, _ = _random_layer(FilterResponseNormalization, x.shape, -1)
