@@ -25,6 +25,7 @@ from frn_keras.models.resnet_cifar import cifar_blocks_per_stage  # noqa: E402
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 TRAIN_SIZE = 50_000  # CIFAR-10 and CIFAR-100 alike
+MOCK_EXAMPLES = 256  # per split, with --mock-data
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -39,14 +40,14 @@ def load_splits(args):
                                      shuffle_files=split == "train")
                   for split in ("train", "test")),
                 builder.info.splits["train"].num_examples)
-    mock = (tfds.testing.mock_data(num_examples=256) if args.mock_data
-            else contextlib.nullcontext())
+    mock = (tfds.testing.mock_data(num_examples=MOCK_EXAMPLES)
+            if args.mock_data else contextlib.nullcontext())
     with mock:
         return (*(tfds.load(args.dataset, split=split, data_dir=args.data_dir,
                             as_supervised=True, shuffle_files=split == "train",
                             download=not args.mock_data)
                   for split in ("train", "test")),
-                TRAIN_SIZE)
+                MOCK_EXAMPLES if args.mock_data else TRAIN_SIZE)
 
 
 def image_folder_problem(folder, num_classes):

@@ -161,6 +161,14 @@ def test_cifar_epoch_is_one_pass_over_the_image_folder(cifar_folder,
     assert sum(1 for _ in train) == 6 and sum(1 for _ in test) == 3
 
 
+def test_cifar_mock_epoch_is_one_pass_over_the_mock_images():
+    args = argparse.Namespace(
+        image_folder=None, mock_data=True, dataset="cifar10",
+        data_dir=None, seed=0, batch_size=8, distribute="none")
+    train, _, train_examples = train_cifar.load_splits(args)
+    assert train_examples == sum(1 for _ in train) == 256
+
+
 @needs_cifar
 def test_cifar_pipelines_read_their_splits_and_augment_train_only(
         cifar_folder):
