@@ -287,3 +287,26 @@ def test_converted_batch_norm_keeps_its_mask():
     want = np.maximum(ref.frn_forward(values, -1, np.ones(4), np.zeros(4),
                                       1e-6, mask=valid), 0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_with_xla_trains_every_weight_of_a_masked_model():
+    # Variable-length token sequences through Embedding(mask_zero=True) and
+    # the fused layer, trained by Keras' compiled train step.
+    rng = np.random.default_rng(10)
+    tokens = rng.integers(1, 20, size=(64, 12))
+    lengths = rng.integers(3, 13, size=64)
+    tokens[np.arange(12)[None] >= lengths[:, None]] = 0
+    labels = (tokens[:, 0] > 10).astype("int32")
+    inputs = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(20, 8, mask_zero=True)(inputs)
+    h = FilterResponseNormalizationTLU(learned_epsilon=True)(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), jit_compile=True)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = model.fit(tokens, labels, epochs=3, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    for old, weight in zip(before, model.trainable_weights):
+        assert np.any(old != weight.numpy()), weight.path
