@@ -28,6 +28,7 @@ Command line, for a saved `.keras` model:
 """
 
 import argparse
+import numbers
 import os
 import shutil
 import tempfile
@@ -91,13 +92,13 @@ def export_for_serving(
     """
     height, width = _image_size(model)
     _check_model_name(model_name)
-    if isinstance(version, bool) or not isinstance(version, int) or (
-        version < 1
-    ):
+    if isinstance(version, bool) or not isinstance(
+            version, numbers.Integral) or version < 1:
         raise ValueError(
             "Argument `version` must be a positive integer (TF Serving's "
             f"version folder). Received: version={version!r}"
         )
+    version = int(version)  # a NumPy integer names its folder alike
     if warmup_images is None:
         rng = np.random.default_rng(0)
         warmup_images = rng.integers(

@@ -451,8 +451,10 @@ def test_export_argument_errors(tmp_path, exported):
                              keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"Received: model.input_shape="):
         export_for_serving(grey, str(tmp_path), "grey")
-    with pytest.raises(ValueError, match=r"Received: version=0"):
-        export_for_serving(model, str(tmp_path), "m", version=0)
+    for version in [0, -1, True, 1.0, "2"]:
+        with pytest.raises(ValueError,
+                           match=rf"Received: version={version!r}"):
+            export_for_serving(model, str(tmp_path), "m", version=version)
     for name in ["", "a/b", ".hidden"]:
         with pytest.raises(ValueError, match=rf"Received: model_name='{name}'"):
             export_for_serving(model, str(tmp_path), name)
@@ -465,6 +467,9 @@ def test_export_argument_errors(tmp_path, exported):
     with pytest.raises(ValueError, match=r"overwrite=True.*Received: version=1"):
         export_for_serving(model, str(tmp_path), "m")
     export_for_serving(model, str(tmp_path), "m", overwrite=True, verbose=False)
+    # A NumPy integer version names the same kind of folder as an int.
+    assert export_for_serving(model, str(tmp_path), "m", np.int64(2),
+                              verbose=False) == str(tmp_path / "m" / "2")
 
 
 def test_model_that_outputs_probabilities_is_served_as_is(
