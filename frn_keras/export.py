@@ -28,7 +28,6 @@ Command line, for a saved `.keras` model:
 """
 
 import argparse
-import numbers
 import os
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ from frn_keras.offset_folding import fold_frn_offsets
 from frn_keras.offset_folding import has_frn_offsets_to_fold
 from frn_keras.serving_requests import INPUT_NAME
 from frn_keras.serving_requests import SIGNATURE_NAME
+from frn_keras.serving_requests import check_version
 from frn_keras.serving_requests import write_warmup_requests
 
 
@@ -92,13 +92,7 @@ def export_for_serving(
     """
     height, width = _image_size(model)
     _check_model_name(model_name)
-    if isinstance(version, bool) or not isinstance(
-            version, numbers.Integral) or version < 1:
-        raise ValueError(
-            "Argument `version` must be a positive integer (TF Serving's "
-            f"version folder). Received: version={version!r}"
-        )
-    version = int(version)  # a NumPy integer names its folder alike
+    version = check_version(version)
     if warmup_images is None:
         rng = np.random.default_rng(0)
         warmup_images = rng.integers(

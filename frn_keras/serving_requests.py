@@ -8,6 +8,7 @@ gRPC helpers need the `tensorflow-serving-api` package (`pip install
 "frn_keras[serving]"`).
 """
 
+import numbers
 import os
 
 import numpy as np
@@ -16,6 +17,22 @@ import tensorflow as tf
 INPUT_NAME = "images"
 SIGNATURE_NAME = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def check_version(version):
+    """Returns `version` as an `int`, checked to be a TF Serving model
+    version: an integer >= 1 (a Python or NumPy integer; not a bool).
+
+    Raises:
+        ValueError: For anything else (0, -1, 1.0, "2", True).
+    """
+    if isinstance(version, bool) or not isinstance(
+            version, numbers.Integral) or version < 1:
+        raise ValueError(
+            "Argument `version` must be a positive integer (TF Serving's "
+            f"version folder). Received: version={version!r}"
+        )
+    return int(version)
 
 
 def as_pixels(images):
@@ -94,14 +111,15 @@ def grpc_predict_request(
             0..255 of another numeric dtype.
         model_name: The model's name on the server.
         signature_name: Defaults to `"serving_default"`.
-        version: The model version to ask for, or `None` (the server's
-            latest). Defaults to `None`.
+        version: The model version to ask for (an integer >= 1), or
+            `None` (the server's latest). Defaults to `None`.
 
     Returns:
         The `PredictRequest`, its input `images` a uint8 tensor.
 
     Raises:
-        ValueError: If `images` is not a batch of RGB pixels 0..255.
+        ValueError: If `images` is not a batch of RGB pixels 0..255, or
+            `version` is not `None` or an integer >= 1.
     """
     from tensorflow_serving.apis import predict_pb2
 
@@ -109,7 +127,7 @@ def grpc_predict_request(
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
     if version is not None:
-        request.model_spec.version.value = version
+        request.model_spec.version.value = check_version(version)
     request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(as_pixels(images)))
     return request
 

@@ -376,6 +376,21 @@ def test_request_helpers_refuse_what_is_not_pixels(images, received,
     assert not (tmp_path / "extra").exists()  # nothing half written
 
 
+def test_grpc_predict_request_checks_its_version():
+    images = np.zeros((1, 2, 2, 3), np.uint8)
+    request = serving_requests.grpc_predict_request(images, "m",
+                                                    version=np.int64(2))
+    assert request.model_spec.version.value == 2
+    assert not serving_requests.grpc_predict_request(
+        images, "m").model_spec.HasField("version")  # the server's latest
+    # 0 and -1 would go out and come back NOT_FOUND.
+    for version in [0, -1, True, 1.0, "2"]:
+        with pytest.raises(ValueError,
+                           match=rf"Received: version={version!r}"):
+            serving_requests.grpc_predict_request(images, "m",
+                                                  version=version)
+
+
 @pytest.mark.parametrize("which", ["demo", "fresh"])
 def test_warmup_records_parse_and_run(which, exported):
     version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
