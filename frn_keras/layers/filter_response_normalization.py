@@ -186,6 +186,7 @@ class FilterResponseNormalization(keras.layers.Layer):
         self._reduction_axes = tuple(
             i for i in range(1, rank) if i != axis
         )
+        # The channel axis of the tensor normalized (the folded view, if any).
         self._folded_axis = axis
         self._broadcast_shape = broadcast_shape(rank, axis, channels)
 
