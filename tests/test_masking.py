@@ -307,3 +307,21 @@ def test_fit_with_xla_trains_every_weight_of_a_masked_model():
     assert history.history["loss"][-1] < history.history["loss"][0]
     for old, weight in zip(before, model.trainable_weights):
         assert np.any(old != weight.numpy()), weight.path
+
+
+def test_converted_batch_norm_uses_the_mask_keras_passes_it():
+    # Embedding(mask_zero=True) -> BatchNorm -> ReLU -> masked mean: after
+    # conversion, padding a sequence changes nothing, as the FRN gets the
+    # mask Keras passed to BatchNorm.
+    tokens = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(h))
+    converted = convert_to_frn(model)
+    assert any(isinstance(layer, FilterResponseNormalization)
+               for layer in converted.layers)
+    sequence = np.array([[4, 11, 7]])
+    padded = np.array([[4, 11, 7, 0, 0]])
+    np.testing.assert_allclose(converted(padded).numpy(),
+                               converted(sequence).numpy(), rtol=1e-6,
+                               atol=1e-7)
