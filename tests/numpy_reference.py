@@ -19,16 +19,22 @@ def _axes(x, axis):
     return reduced, not_channel, shape
 
 
-def _mean_square(x, axis, reduced, mask):
-    """`mean(x^2)` over `reduced`; with a `mask` (the input's shape without
-    the channel axis), over its true positions only, and 0 where it has
-    none."""
+def _counted(x, axis, reduced, mask):
+    """`(m, n)` for `nu2 = sum(m * x^2) / n` over `reduced`: `m` is 1 at the
+    positions that count (all of them without a `mask`, which has the
+    input's shape without the channel axis), `n` how many count per sample
+    and channel, at least 1 (nu2 = 0 where none does)."""
     if mask is None:
-        return np.mean(x**2, axis=reduced, keepdims=True)
-    weights = np.expand_dims(np.asarray(mask, bool), axis % x.ndim)
-    squares = np.where(weights, x, 0.0) ** 2
-    count = np.sum(weights, axis=reduced, keepdims=True)
-    return np.sum(squares, axis=reduced, keepdims=True) / np.maximum(count, 1)
+        return 1.0, int(np.prod([x.shape[i] for i in reduced]))
+    m = np.expand_dims(np.asarray(mask, np.float64), axis % x.ndim)
+    return m, np.maximum(np.sum(m, axis=reduced, keepdims=True), 1)
+
+
+def _mean_square(x, m, n, reduced):
+    """`sum(m * x^2) / n`, the left-out values (inf or NaN, maybe) not
+    multiplied by 0 but left out."""
+    squares = np.where(m == 1, x, 0.0) ** 2
+    return np.sum(squares, axis=reduced, keepdims=True) / n
 
 
 def frn_forward(x, axis, gamma, beta, epsilon, eps_learned=None, mask=None):
@@ -36,7 +42,7 @@ def frn_forward(x, axis, gamma, beta, epsilon, eps_learned=None, mask=None):
     `mask`, the mean is over the masked-in positions."""
     x = np.asarray(x, np.float64)
     reduced, _, shape = _axes(x, axis)
-    nu2 = _mean_square(x, axis, reduced, mask)
+    nu2 = _mean_square(x, *_counted(x, axis, reduced, mask), reduced)
     eps = epsilon + (0.0 if eps_learned is None else abs(eps_learned))
     return gamma.reshape(shape) * x / np.sqrt(nu2 + eps) + beta.reshape(shape)
 
@@ -46,12 +52,8 @@ def frn_backward(x, axis, gamma, beta, epsilon, eps_learned, upstream,
     """Returns `dict(x=, gamma=, beta=, eps_learned=)` gradients."""
     x = np.asarray(x, np.float64)
     reduced, not_channel, shape = _axes(x, axis)
-    # nu2 = sum(m * x^2) / n: m is 1 at the positions it counts.
-    m, n = 1.0, int(np.prod([x.shape[i] for i in reduced]))
-    if mask is not None:
-        m = np.expand_dims(np.asarray(mask, np.float64), axis % x.ndim)
-        n = np.maximum(np.sum(m, axis=reduced, keepdims=True), 1)
-    nu2 = _mean_square(x, axis, reduced, mask)
+    m, n = _counted(x, axis, reduced, mask)
+    nu2 = _mean_square(x, m, n, reduced)
     eps = epsilon + (0.0 if eps_learned is None else abs(eps_learned))
     r = 1.0 / np.sqrt(nu2 + eps)
     g = gamma.reshape(shape)
@@ -67,6 +69,24 @@ def frn_backward(x, axis, gamma, beta, epsilon, eps_learned, upstream,
         d_eps = np.sum(-0.5 * s * r**3)
         grads["eps_learned"] = d_eps * np.sign(eps_learned)
     return grads
+
+
+def frn_tlu_forward(x, axis, gamma, beta, epsilon, eps_learned, tau,
+                    mask=None):
+    """`max(frn_forward(...), tau)`, float64."""
+    y = frn_forward(x, axis, gamma, beta, epsilon, eps_learned, mask)
+    return tlu_forward(y, axis, tau)
+
+
+def frn_tlu_backward(x, axis, gamma, beta, epsilon, eps_learned, tau,
+                     upstream, mask=None):
+    """The gradients of FRN followed by TLU, by the chain rule through
+    `tlu_backward` and `frn_backward`: `frn_backward`'s and `tau`."""
+    y = frn_forward(x, axis, gamma, beta, epsilon, eps_learned, mask)
+    tlu = tlu_backward(y, axis, tau, None, upstream)
+    frn = frn_backward(x, axis, gamma, beta, epsilon, eps_learned, tlu["x"],
+                       mask)
+    return {**frn, "tau": tlu["tau"]}
 
 
 def tlu_forward(x, axis, tau, alpha=None):

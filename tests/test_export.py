@@ -376,6 +376,10 @@ def test_request_helpers_refuse_what_is_not_pixels(images, received,
     assert not (tmp_path / "extra").exists()  # nothing half written
 
 
+# No TF Serving version; 0 and -1 would be sent and come back NOT_FOUND.
+BAD_VERSIONS = [0, -1, True, 1.0, "2"]
+
+
 def test_grpc_predict_request_checks_its_version():
     images = np.zeros((1, 2, 2, 3), np.uint8)
     request = serving_requests.grpc_predict_request(images, "m",
@@ -383,8 +387,7 @@ def test_grpc_predict_request_checks_its_version():
     assert request.model_spec.version.value == 2
     assert not serving_requests.grpc_predict_request(
         images, "m").model_spec.HasField("version")  # the server's latest
-    # 0 and -1 would go out and come back NOT_FOUND.
-    for version in [0, -1, True, 1.0, "2"]:
+    for version in BAD_VERSIONS:
         with pytest.raises(ValueError,
                            match=rf"Received: version={version!r}"):
             serving_requests.grpc_predict_request(images, "m",
@@ -466,7 +469,7 @@ def test_export_argument_errors(tmp_path, exported):
                              keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"Received: model.input_shape="):
         export_for_serving(grey, str(tmp_path), "grey")
-    for version in [0, -1, True, 1.0, "2"]:
+    for version in BAD_VERSIONS:
         with pytest.raises(ValueError,
                            match=rf"Received: version={version!r}"):
             export_for_serving(model, str(tmp_path), "m", version=version)

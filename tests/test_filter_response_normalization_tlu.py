@@ -45,20 +45,18 @@ def _fused(shape, axis, params, dtype="float64"):
     return layer
 
 
+def _weights(params):
+    return (params["gamma"], params["beta"], EPSILON, params["eps_learned"],
+            params["tau"])
+
+
 def _reference(x, axis, params):
-    y = ref.frn_forward(x, axis, params["gamma"], params["beta"], EPSILON,
-                        params["eps_learned"])
-    return ref.tlu_forward(y, axis, params["tau"])
+    return ref.frn_tlu_forward(x, axis, *_weights(params))
 
 
 def _reference_gradients(x, axis, params, upstream):
     """The chain rule through the two independent references."""
-    y = ref.frn_forward(x, axis, params["gamma"], params["beta"], EPSILON,
-                        params["eps_learned"])
-    tlu = ref.tlu_backward(y, axis, params["tau"], None, upstream)
-    frn = ref.frn_backward(x, axis, params["gamma"], params["beta"], EPSILON,
-                           params["eps_learned"], tlu["x"])
-    return {**frn, "tau": tlu["tau"]}
+    return ref.frn_tlu_backward(x, axis, *_weights(params), upstream)
 
 
 @pytest.mark.all_backends

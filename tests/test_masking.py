@@ -56,13 +56,11 @@ def _reference(cls, x, axis, params, mask, upstream):
     independent references."""
     frn_args = (x, axis, params["gamma"], params["beta"], EPSILON,
                 params["eps_learned"])
-    y = ref.frn_forward(*frn_args, mask=mask)
     if cls is FilterResponseNormalization:
-        return y, ref.frn_backward(*frn_args, upstream, mask)
-    tlu = ref.tlu_backward(y, axis, params["tau"], None, upstream)
-    grads = ref.frn_backward(*frn_args, tlu["x"], mask)
-    return (ref.tlu_forward(y, axis, params["tau"]),
-            {**grads, "tau": tlu["tau"]})
+        return (ref.frn_forward(*frn_args, mask=mask),
+                ref.frn_backward(*frn_args, upstream, mask))
+    return (ref.frn_tlu_forward(*frn_args, params["tau"], mask),
+            ref.frn_tlu_backward(*frn_args, params["tau"], upstream, mask))
 
 
 @pytest.mark.all_backends
@@ -281,8 +279,9 @@ def test_converted_batch_norm_keeps_its_mask():
     values = np.random.default_rng(8).normal(size=(1, 6, 4)).astype("float32")
     valid = np.array([[True, True, True, False, False, False]])
     got = converted([values, valid]).numpy()
-    want = np.maximum(ref.frn_forward(values, -1, np.ones(4), np.zeros(4),
-                                      1e-6, mask=valid), 0)
+    # The new TLU's tau starts at 0, a ReLU.
+    want = ref.frn_tlu_forward(values, -1, np.ones(4), np.zeros(4), 1e-6,
+                               None, np.zeros(4), mask=valid)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 

@@ -163,13 +163,12 @@ def test_xla_forward_and_gradients_match_float64_reference(shape, axis):
                                        layer.tau.value])
 
     z, grads = run(tf.constant(x))
-    y = ref.frn_forward(x, axis, gamma, beta, EPSILON, eps_learned)
-    np.testing.assert_allclose(z, ref.tlu_forward(y, axis, tau), rtol=1e-10)
-    tlu = ref.tlu_backward(y, axis, tau, None, upstream)
-    frn = ref.frn_backward(x, axis, gamma, beta, EPSILON, eps_learned,
-                           tlu["x"])
-    expected = [frn["x"], frn["gamma"], frn["beta"], [frn["eps_learned"]],
-                tlu["tau"]]
+    frn_tlu_args = (x, axis, gamma, beta, EPSILON, eps_learned, tau)
+    np.testing.assert_allclose(z, ref.frn_tlu_forward(*frn_tlu_args),
+                               rtol=1e-10)
+    reference = ref.frn_tlu_backward(*frn_tlu_args, upstream)
+    expected = [reference["x"], reference["gamma"], reference["beta"],
+                [reference["eps_learned"]], reference["tau"]]
     for got, want in zip(grads, expected):
         np.testing.assert_allclose(got, want, rtol=1e-8,
                                    atol=1e-10 * np.abs(want).max())

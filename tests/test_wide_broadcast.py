@@ -84,14 +84,12 @@ def _reference(kind, x, params, upstream, axis=-1):
     if kind == "tlu":
         y = ref.tlu_forward(x, axis, params["tau"])
         return y, ref.tlu_backward(x, axis, params["tau"], None, upstream)
-    frn_args = (x, axis, params["gamma"], params["beta"], EPSILON)
-    y = ref.frn_forward(*frn_args)
+    frn_args = (x, axis, params["gamma"], params["beta"], EPSILON, None)
     if kind == "frn":
-        return y, ref.frn_backward(*frn_args, None, upstream)
-    tlu = ref.tlu_backward(y, axis, params["tau"], None, upstream)
-    grads = ref.frn_backward(*frn_args, None, tlu["x"])
-    return ref.tlu_forward(y, axis, params["tau"]), {**grads,
-                                                     "tau": tlu["tau"]}
+        return (ref.frn_forward(*frn_args),
+                ref.frn_backward(*frn_args, upstream))
+    return (ref.frn_tlu_forward(*frn_args, params["tau"]),
+            ref.frn_tlu_backward(*frn_args, params["tau"], upstream))
 
 
 def _assert_matches_reference(kind, layer, x, upstream, params, mode,
