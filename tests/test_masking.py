@@ -236,6 +236,77 @@ def test_masked_xla_compiled_equals_eager(axis):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize(
+    "cls", [FilterResponseNormalization, FilterResponseNormalizationTLU])
+@pytest.mark.parametrize("shape,axis", [
+    # Outside XLA: the wide view of few channels and the squared norm; under
+    # XLA: the staged sums over 1024 positions (groups of 32).
+    ((2, 1024, 16), -1),
+    # Channels first, 40 x 70 positions: staged in groups of 28.
+    ((2, 3, 40, 70), 1),
+])
+def test_masked_gradients_match_float64_reference_on_every_path(
+        shape, axis, cls, mode):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=shape)
+    upstream = rng.normal(size=shape)
+    mask = _random_mask(shape, axis, rng)
+    layer, params = _random_layer(cls, shape, axis)
+    variables = [w.value for w in layer.trainable_weights]
+
+    def run(x, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, [x] + variables)
+
+    if mode != "eager":
+        run = tf.function(run, jit_compile=mode == "xla")
+    y, grads = run(tf.constant(x), tf.constant(mask))
+
+    want, expected = _reference(cls, x, axis, params, mask, upstream)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
+    names = ["gamma", "beta", "eps_learned"] + (
+        ["tau"] if cls is FilterResponseNormalizationTLU else [])
+    for name, got in zip(["x"] + names, grads):
+        # Weight gradients sum over up to 2 * 2800 positions.
+        scale = max(1.0, np.abs(expected[name]).max())
+        np.testing.assert_allclose(np.reshape(got, np.shape(expected[name])),
+                                   expected[name], rtol=1e-9,
+                                   atol=1e-11 * scale, err_msg=name)
+
+
+def test_masked_layer_with_sizes_known_only_at_run_time():
+    # A fully convolutional model: the height, width and batch are unknown
+    # when the graph is traced, so the folded mask's shape is read at run
+    # time.
+    rng = np.random.default_rng(12)
+    shape = (2, 5, 7, 6)
+    x = rng.normal(size=shape)
+    upstream = rng.normal(size=shape)
+    mask = _random_mask(shape, -1, rng)
+    layer, params = _random_layer(FilterResponseNormalizationTLU, shape, -1)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec((None, None, None, 6), tf.float64),
+        tf.TensorSpec((None, None, None), tf.bool)])
+    def run(x, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, x)
+
+    y, grad_x = run(tf.constant(x), tf.constant(mask))
+
+    want, expected = _reference(FilterResponseNormalizationTLU, x, -1, params,
+                                mask, upstream)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad_x, expected["x"], rtol=1e-8, atol=1e-10)
+
+
 def test_masked_mixed_precision_large_activations():
     # float16 inputs of ~1e3 (x * x overflows float16): the masked
     # statistics are taken in float32 too.

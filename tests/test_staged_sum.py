@@ -2,8 +2,8 @@
 under XLA for the CPU, FRN's sums over more than 32 positions are taken in
 two stages, so that XLA writes neither `x^2` nor `dy * x` to memory; the
 sums equal float64 NumPy's, NaN and infinities stay in their own sample and
-channel, FRN + TLU under XLA match the float64 reference, and only XLA
-traces for the CPU take it."""
+channel, FRN + TLU under XLA match the float64 reference, a mask adds no
+full-size tensor, and only XLA traces for the CPU take it."""
 
 import re
 
@@ -89,19 +89,23 @@ def _full_size_results(hlo, shape):
     return count
 
 
-def _forward_backward_hlo(layers, x, upstream):
-    def run(x):
+def _forward_backward_hlo(layers, x, upstream, mask=None):
+    """The optimized HLO of the forward + backward pass; a `mask` (an
+    argument of the compiled function) goes to the FRN layers."""
+    def run(x, mask):
         with tf.GradientTape() as tape:
             tape.watch(x)
             z = x
             for layer in layers:
-                z = layer(z)
+                takes_mask = isinstance(layer, FilterResponseNormalization)
+                z = layer(z, mask=mask) if takes_mask and mask is not None \
+                    else layer(z)
             loss = tf.reduce_sum(z * upstream)
         return tape.gradient(loss, [x] + [w.value for layer in layers
                                           for w in layer.trainable_weights])
 
     return tf.function(run, jit_compile=True).experimental_get_compiler_ir(
-        x)(stage="optimized_hlo")
+        x, mask)(stage="optimized_hlo")
 
 
 def _built(layers, shape):
@@ -131,6 +135,30 @@ def test_xla_writes_neither_the_square_nor_the_product(kind, monkeypatch):
         " reduce-window(") == 2
     assert _full_size_results(staged, shape) == _full_size_results(
         plain, shape) - 2
+
+
+@pytest.mark.parametrize("kind", ["fused", "pair"])
+def test_a_mask_writes_no_more_than_the_unmasked_pass(kind):
+    # The masked statistics share the unmasked analytic gradient: under XLA
+    # neither `x` with its padding zeroed nor its square nor `dy * x` is
+    # written to memory (autodiff of the masked sums wrote two full-size
+    # tensors more).
+    shape = (4, 16, 16, 8)
+    x = tf.random.normal(shape)
+    upstream = tf.random.normal(shape)
+    mask = tf.constant(np.random.default_rng(3).random(shape[:3]) < 0.7)
+
+    def layers():
+        if kind == "fused":
+            return _built([FilterResponseNormalizationTLU()], shape)
+        return _built([FilterResponseNormalization(), TLU()], shape)
+
+    masked = _forward_backward_hlo(layers(), x, upstream, mask)
+    unmasked = _forward_backward_hlo(layers(), x, upstream)
+    assert _full_size_results(masked, shape) == _full_size_results(
+        unmasked, shape)
+    assert masked.count(" reduce-window(") == unmasked.count(
+        " reduce-window(")
 
 
 @pytest.mark.parametrize("shape,axis", [

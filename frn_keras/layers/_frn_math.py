@@ -15,6 +15,13 @@ With a TLU fused in (`z = max(y, tau)`), the TLU's gradient is a mask on dy:
 One custom gradient over both lets XLA read x and dz in the same loops as
 FRN's own reductions instead of materializing the masked dy.
 
+With a Keras mask (padded sequences), only the valid positions count:
+`counted = where(mask, x, 0)`, `nu2 = sum(counted^2) / N` with N their
+number per sample (at least 1), and dx's second term is
+`counted * (s * r^2 * S / N)`: padded positions do not reach nu2. S,
+dgamma, dbeta and d eps_learned keep their form, as every position is
+normalized, padded ones too.
+
 Outside XLA, the elementwise forward pass of a channels-last input with few
 channels runs on a wide view of `x` (`_wide_broadcast`), where TensorFlow
 broadcasts the per-channel tensors faster.
@@ -34,7 +41,7 @@ from frn_keras.layers._wide_broadcast import widening_factor
 
 
 def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
-                              tau=None):
+                              tau=None, mask=None):
     """FRN of `x` over `axes` (then `max(., tau)` if `tau` is given), with a
     custom gradient.
 
@@ -46,6 +53,8 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         epsilon: Python float > 0.
         axes: Tuple of the spatial axes (may be empty: N = 1).
         tau: Per-channel TLU threshold shaped like `gamma`, or `None`.
+        mask: Boolean tensor shaped like `x` with a size-1 channel axis, or
+            `None`: the positions that count in the statistics.
     """
     weights = (("gamma", gamma), ("beta", beta), ("eps_learned", eps_learned),
                ("tau", tau))
@@ -53,12 +62,10 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
     # Sums over the spatial axes; with none (rank-2 input) a sum is x itself.
     spatial_sum = (lambda t: staged_sum(t, axes)) if axes \
         else (lambda t: t)
-    n = 1
-    for axis in axes:
-        # Spatial sizes may be unknown until run time (fully convolutional).
-        size = x.shape[axis] if x.shape[axis] is not None else ops.cast(
-            ops.shape(x)[axis], x.dtype)
-        n = n * size
+    if mask is None:
+        n = _positions(x, axes)
+    else:
+        n = ops.maximum(spatial_sum(ops.cast(mask, x.dtype)), 1)
 
     # Channels-last (batch, positions, C): broadcast over a wide last axis
     # outside XLA (see _wide_broadcast).
@@ -71,7 +78,9 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         eps = epsilon
         if "eps_learned" in p:
             eps = eps + ops.abs(p["eps_learned"])
-        r = ops.rsqrt(sum_of_squares(x, axes) / n + eps)
+        # `where`, not a product with the mask, whose 0 * inf would be NaN.
+        counted = x if mask is None else ops.where(mask, x, 0)
+        r = ops.rsqrt(sum_of_squares(counted, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
         y, z = _scale_offset_threshold(x, s, p.get("beta"), p.get("tau"), k)
         if "tau" in p:
@@ -81,7 +90,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
             dz = args[-1] if upstream is None else upstream
             dy = ops.where(y >= p["tau"], dz, 0) if "tau" in p else dz
             dy_x = spatial_sum(dy * x)
-            dx = s * dy - x * (s * ops.square(r) * dy_x / n)
+            dx = s * dy - counted * (s * ops.square(r) * dy_x / n)
             grads = {}
             batch_and_spatial = (0, *axes)
             if "gamma" in p:
@@ -109,6 +118,18 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
     return forward(x, *(value for _, value in weights if value is not None))
 
 
+def _positions(x, axes):
+    """N, the number of positions summed over: a Python number, or a
+    tensor where a spatial size is unknown until run time (fully
+    convolutional)."""
+    n = 1
+    for axis in axes:
+        size = x.shape[axis] if x.shape[axis] is not None else ops.cast(
+            ops.shape(x)[axis], x.dtype)
+        n = n * size
+    return n
+
+
 def _scale_offset_threshold(x, s, beta, tau, k):
     """`(y, z)`: `y = x * s (+ beta)` and `z = max(y, tau)` (`z` is `y`
     without `tau`), computed on `widen(x, k)` when `k > 1`."""
@@ -125,40 +146,3 @@ def _scale_offset_threshold(x, s, beta, tau, k):
         y = ops.reshape(y, (-1, *shape[1:]))
         z = y if tau is None else ops.reshape(z, (-1, *shape[1:]))
     return y, z
-
-
-def masked_filter_response_normalize(x, mask, gamma, beta, eps_learned,
-                                     epsilon, axes):
-    """FRN of `x` whose statistics count only the positions where `mask` is
-    true.
-
-    `nu2 = sum(x^2 where mask) / max(count, 1)` per sample and channel; every
-    position, padded or not, is then normalized with it, as Keras'
-    BatchNormalization does with a mask. Values at padded positions do not
-    reach the statistics, nor, through them, any other output (`where`, not
-    a product with the mask, whose `0 * inf` would be NaN). A sample with
-    no valid position gets `nu2 = 0` (with one position per channel, rank-2
-    input, that is every masked-out sample). Differentiated by autodiff: the
-    analytic gradient above is kept for the unmasked path, the one
-    convolutional networks run.
-
-    Args:
-        x: Input tensor (float32 or wider).
-        mask: Boolean tensor shaped like `x` with a size-1 channel axis.
-        gamma, beta, eps_learned, epsilon, axes: As in
-            `filter_response_normalize`.
-    """
-    # With no axes a sum is the tensor itself (not every backend's sum
-    # over `axis=()` is).
-    def spatial_sum(t):
-        return ops.sum(t, axis=axes, keepdims=True) if axes else t
-
-    counted = ops.where(mask, x, ops.zeros_like(x))
-    count = ops.maximum(spatial_sum(ops.cast(mask, x.dtype)), 1)
-    eps = epsilon if eps_learned is None else epsilon + ops.abs(eps_learned)
-    nu2 = spatial_sum(ops.square(counted)) / count
-    s = ops.rsqrt(nu2 + eps)
-    if gamma is not None:
-        s = s * gamma
-    y = x * s
-    return y if beta is None else y + beta

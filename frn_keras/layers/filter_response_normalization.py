@@ -21,8 +21,6 @@ from frn_keras.layers._channel_axis import resolve_channel_axis
 from frn_keras.layers._dtypes import check_float_policy
 from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._frn_math import filter_response_normalize
-from frn_keras.layers._frn_math import masked_filter_response_normalize
-from frn_keras.layers._tlu_math import thresholded_linear
 
 
 @keras.saving.register_keras_serializable(package="frn_keras")
@@ -223,13 +221,9 @@ class FilterResponseNormalization(keras.layers.Layer):
             axes=self._reduction_axes,
         )
         tau = per_channel(tau, dtype, self._broadcast_shape)
-        if mask is None:
-            outputs = filter_response_normalize(x, tau=tau, **weights)
-        else:
-            outputs = masked_filter_response_normalize(
-                x, self._folded_mask(mask, inputs), **weights)
-            if tau is not None:
-                outputs = thresholded_linear(outputs, tau, self._folded_axis)
+        if mask is not None:
+            mask = self._folded_mask(mask, inputs)
+        outputs = filter_response_normalize(x, tau=tau, mask=mask, **weights)
         if self._folded_shape is not None:
             static = None not in inputs.shape[1:]
             outputs = ops.reshape(outputs, (-1, *inputs.shape[1:]) if static
