@@ -18,6 +18,7 @@ Writes `<out>.csv` and `<out>.png` (default benchmarks/results/layers_<device>).
 """
 
 import argparse
+import inspect
 import os
 import platform
 import statistics
@@ -61,20 +62,22 @@ PAIRS = {
 }
 
 
-def make_step(make_layers, x, dy, backward, jit_compile, inner):
+def make_step(make_layers, x, dy, backward, jit_compile, inner, mask=None):
     """A function running `inner` passes in one compiled loop, as layers run
-    inside one XLA computation in a training step (no per-call dispatch)."""
+    inside one XLA computation in a training step (no per-call dispatch).
+    A `mask` goes to every layer whose `call` takes one, as an argument of
+    the compiled function (as in a model: XLA cannot fold it away)."""
     layers = make_layers(-1)
     for layer in layers:
         layer.build(x.shape)
     weights = [w for layer in layers for w in layer.trainable_weights]
 
-    def one_pass(x):
+    def one_pass(x, mask):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = x
             for layer in layers:
-                y = layer(y, training=True)
+                y = layer(y, training=True, **mask_argument(layer, mask))
         if not backward:
             return y
         grads = tape.gradient(y, [x] + [w.value for w in weights],
@@ -82,14 +85,21 @@ def make_step(make_layers, x, dy, backward, jit_compile, inner):
         weight_sums = sum(tf.reduce_sum(g) for g in grads[1:])
         return grads[0] + tf.cast(weight_sums, grads[0].dtype)
 
-    def loop(x):
+    def loop(x, mask):
         # Each pass feeds the next, so none can be skipped or hoisted.
         for _ in tf.range(inner):
-            x = x + 1e-3 * one_pass(x)
+            x = x + 1e-3 * one_pass(x, mask)
         return x
 
     step = tf.function(loop, jit_compile=jit_compile)
-    return lambda: step(x)
+    return lambda: step(x, mask)
+
+
+def mask_argument(layer, mask):
+    """`{"mask": mask}` for a layer whose `call` takes a mask, else `{}`."""
+    if mask is None or "mask" not in inspect.signature(layer.call).parameters:
+        return {}
+    return {"mask": mask}
 
 
 def copy_bandwidth(repeats, jit_compile, inner):

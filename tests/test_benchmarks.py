@@ -344,3 +344,49 @@ def test_layer_timings_wait_for_the_gpu_before_stopping_the_clock(
     assert timed == ["clock", "a", "sync", "clock",
                      "clock", "b", "sync", "clock"] * 2
     assert len(times["a"]) == len(times["b"]) == 2
+
+
+def test_masked_benchmark_quick(tmp_path):
+    rows, stdout = _run("masked.py", ["--quick"], tmp_path)
+    assert {(r["pair"], r["mask"]) for r in rows} == {
+        ("frn_tlu", "yes"), ("frn_tlu_fused", "yes"), ("bn_relu", "yes"),
+        ("frn_tlu", "no"), ("frn_tlu_fused", "no"), ("bn_relu", "no"),
+        ("ln_relu", "no")}
+    assert {r["pass"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert all(_positive(r, "median_ms", "vs_bn") for r in rows)
+    assert all(0.5 <= float(r["valid_fraction"]) < 1 for r in rows)
+    assert "| frn_tlu_fused | yes |" in stdout
+    # BN + ReLU's ratio is taken with the same mask and pass.
+    for r in rows:
+        bn = next(float(q["median_ms"]) for q in rows if q["pair"] == "bn_relu"
+                  and (q["mask"], q["pass"]) == (r["mask"], r["pass"]))
+        assert float(r["vs_bn"]) == pytest.approx(
+            float(r["median_ms"]) / bn, rel=1e-9)
+    # The mask's cost is given for masked rows only.
+    for r in rows:
+        assert (r["mask_cost"] != "") == (r["mask"] == "yes")
+        if r["mask"] == "yes":
+            assert _positive(r, "mask_cost")
+
+
+def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one(
+        monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    masked = load_benchmark("masked")
+    mask = masked.padding_mask(8, 10, seed=3)
+    lengths = mask.sum(axis=1)
+    assert np.all((lengths >= 5) & (lengths <= 10))
+    # Each sample's valid steps come first.
+    assert np.array_equal(mask, np.arange(10)[None, :] < lengths[:, None])
+
+    rng = np.random.default_rng(0)
+    x = masked.tf.constant(rng.normal(size=(8, 10, 6)), "float32")
+    dy = masked.tf.constant(rng.normal(size=(8, 10, 6)), "float32")
+    for pair, uses_mask in [("frn_tlu", True), ("frn_tlu_fused", True),
+                            ("bn_relu", True), ("ln_relu", False)]:
+        results = [
+            masked.make_step(masked.PAIRS[pair], x, dy, backward=True,
+                             jit_compile=False, inner=1, mask=m)().numpy()
+            for m in (masked.tf.constant(mask), None)]
+        assert np.all(np.isfinite(results[0])), pair
+        assert (not np.allclose(*results, rtol=1e-6)) == uses_mask, pair
