@@ -278,6 +278,44 @@ def test_masked_gradients_match_float64_reference_on_every_path(
                                    atol=1e-11 * scale, err_msg=name)
 
 
+@pytest.mark.parametrize("in_function", [False, True])
+def test_masked_second_order_gradients_match_autodiff_of_the_formula(
+        in_function):
+    # The masked analytic backward must itself be differentiable (gradient
+    # penalties): a Hessian-vector product against autodiff of a plain TF
+    # composition of the masked formula.
+    rng = np.random.default_rng(13)
+    shape = (3, 7, 5)
+    x, v, w = (tf.constant(rng.normal(size=shape)) for _ in range(3))
+    mask = _random_mask(shape, -1, rng)
+    layer, params = _random_layer(FilterResponseNormalizationTLU, shape, -1)
+    valid = tf.constant(mask[..., None])
+
+    def plain(x):
+        counted = tf.where(valid, x, tf.zeros_like(x))
+        count = tf.maximum(tf.reduce_sum(tf.cast(valid, x.dtype), axis=1,
+                                         keepdims=True), 1)
+        nu2 = tf.reduce_sum(counted * counted, axis=1, keepdims=True) / count
+        eps = EPSILON + abs(params["eps_learned"])
+        y = params["gamma"] * x * tf.math.rsqrt(nu2 + eps) + params["beta"]
+        return tf.maximum(y, params["tau"])
+
+    def hessian_vector_product(f, x):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(w * f(x))
+            gv = tf.reduce_sum(inner.gradient(loss, x) * v)
+        return outer.gradient(gv, x)
+
+    hvp = (tf.function(hessian_vector_product) if in_function
+           else hessian_vector_product)
+    got = hvp(lambda x: layer(x, mask=mask), x).numpy()
+    np.testing.assert_allclose(got, hessian_vector_product(plain, x).numpy(),
+                               rtol=1e-8, atol=1e-10)
+
+
 def test_masked_layer_with_sizes_known_only_at_run_time():
     # A fully convolutional model: the height, width and batch are unknown
     # when the graph is traced, so the folded mask's shape is read at run
