@@ -268,9 +268,10 @@ def test_masked_gradients_match_float64_reference_on_every_path(
 
     want, expected = _reference(cls, x, axis, params, mask, upstream)
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
-    names = ["gamma", "beta", "eps_learned"] + (
-        ["tau"] if cls is FilterResponseNormalizationTLU else [])
-    for name, got in zip(["x"] + names, grads):
+    names = ["x"] + [{"learned_epsilon": "eps_learned"}.get(w.name, w.name)
+                     for w in layer.trainable_weights]
+    assert len(names) == len(expected)
+    for name, got in zip(names, grads):
         # Weight gradients sum over up to 2 * 2800 positions.
         scale = max(1.0, np.abs(expected[name]).max())
         np.testing.assert_allclose(np.reshape(got, np.shape(expected[name])),
