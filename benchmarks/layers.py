@@ -153,21 +153,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+", default=["cifar", "resnet50"],
                         choices=list(SHAPES))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--inner", type=int, default=10,
-                        help="passes per timed call (one compiled loop)")
     parser.add_argument("--precision", nargs="+", default=["float32"],
                         choices=["float32", "mixed_float16", "mixed_bfloat16"])
-    parser.add_argument("--xla", nargs="+", default=["on", "off"],
-                        choices=["on", "off"])
-    parser.add_argument("--quick", action="store_true",
-                        help="one shape, 3 repeats: checks the script runs")
-    parser.add_argument("--out", default=None,
-                        help="output path without extension")
-    args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeats < 3:
-        parser.error("--batch must be >= 1 and --repeats >= 3")
+    args = parse_harness_arguments(parser, argv, repeats=15)
     shapes = [s for group in args.shapes for s in SHAPES[group]]
     if args.quick:
         shapes, args.repeats, args.xla = shapes[:1], 3, args.xla[:1]
@@ -216,6 +204,25 @@ def main(argv=None):
     print(f"\nmachine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, TF {tf.__version__}, Keras "
           f"{keras.__version__}; wrote {out}.csv and {out}.png")
+
+
+def parse_harness_arguments(parser, argv, repeats):
+    """Adds the timing harness' flags to `parser` (shared with masked.py),
+    parses `argv` and checks them."""
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--inner", type=int, default=10,
+                        help="passes per timed call (one compiled loop)")
+    parser.add_argument("--xla", nargs="+", default=["on", "off"],
+                        choices=["on", "off"])
+    parser.add_argument("--quick", action="store_true",
+                        help="one shape, 3 repeats: checks the script runs")
+    parser.add_argument("--out", default=None,
+                        help="output path without extension")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.inner < 1 or args.repeats < 3:
+        parser.error("--batch and --inner must be >= 1 and --repeats >= 3")
+    return args
 
 
 def print_table(rows):

@@ -34,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 from layers import PAIRS  # noqa: E402
 from layers import make_step  # noqa: E402
 from layers import measure  # noqa: E402
+from layers import parse_harness_arguments  # noqa: E402
 from layers import spread  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
@@ -61,19 +62,7 @@ def padding_mask(batch, steps, seed=0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=21)
-    parser.add_argument("--inner", type=int, default=10,
-                        help="passes per timed call (one compiled loop)")
-    parser.add_argument("--xla", nargs="+", default=["on", "off"],
-                        choices=["on", "off"])
-    parser.add_argument("--quick", action="store_true",
-                        help="one shape, 3 repeats: checks the script runs")
-    parser.add_argument("--out", default=None,
-                        help="output path without extension")
-    args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeats < 3 or args.inner < 1:
-        parser.error("--batch and --inner must be >= 1 and --repeats >= 3")
+    args = parse_harness_arguments(parser, argv, repeats=21)
     shapes = SHAPES
     if args.quick:
         shapes, args.repeats, args.xla = SHAPES[:1], 3, args.xla[:1]

@@ -390,3 +390,16 @@ def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one(
             for m in (masked.tf.constant(mask), None)]
         assert np.all(np.isfinite(results[0])), pair
         assert (not np.allclose(*results, rtol=1e-6)) == uses_mask, pair
+
+
+@pytest.mark.parametrize("script", ["layers", "masked"])
+@pytest.mark.parametrize("flags", [["--inner", "0"], ["--repeats", "2"],
+                                   ["--batch", "0"]])
+def test_layer_timing_scripts_refuse_bad_harness_flags(script, flags, capsys,
+                                                      monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    with pytest.raises(SystemExit) as error:
+        load_benchmark(script).main(flags)
+    assert error.value.code == 2
+    assert "--batch and --inner must be >= 1 and --repeats >= 3" in (
+        capsys.readouterr().err)
