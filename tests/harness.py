@@ -53,6 +53,21 @@ def numerical_gradient(f, value, h=1e-6):
     return grad
 
 
+def hessian_vector_product(f, x, v, w):
+    """d/dx of `<d/dx sum(w * f(x)), v>`, by nested TensorFlow gradient
+    tapes: checks that a hand-written gradient is itself differentiable."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            loss = tf.reduce_sum(w * f(x))
+        g = inner.gradient(loss, x)
+        gv = tf.reduce_sum(g * v)
+    return outer.gradient(gv, x)
+
+
 def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 

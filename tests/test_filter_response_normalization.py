@@ -367,18 +367,6 @@ def test_gradients_without_center_or_scale_match_reference(center, scale):
     assert ("gamma" in grads) == scale and ("beta" in grads) == center
 
 
-def _hessian_vector_product(f, x, v, w):
-    """d/dx of <d/dx sum(w * f(x)), v>."""
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            loss = tf.reduce_sum(w * f(x))
-        g = inner.gradient(loss, x)
-        gv = tf.reduce_sum(g * v)
-    return outer.gradient(gv, x)
-
-
 def _plain_frn(params):
     """The formula as a plain TF composition (autodiff gives its
     gradients), channels-last and rank 4."""
@@ -402,8 +390,8 @@ def test_second_order_gradients_match_autodiff_of_the_formula():
     x, v, w = (tf.constant(rng.normal(size=shape)) for _ in range(3))
     layer, params = _random_frn(shape, -1, True)
     np.testing.assert_allclose(
-        _hessian_vector_product(layer, x, v, w).numpy(),
-        _hessian_vector_product(_plain_frn(params), x, v, w).numpy(),
+        harness.hessian_vector_product(layer, x, v, w).numpy(),
+        harness.hessian_vector_product(_plain_frn(params), x, v, w).numpy(),
         rtol=1e-8, atol=1e-10)
 
 
@@ -420,13 +408,12 @@ def test_second_order_gradients_at_an_all_zero_channel(in_function):
     x = tf.constant(x)
     v, w = (tf.constant(rng.normal(size=shape)) for _ in range(2))
     layer, params = _random_frn(shape, -1, True)
-    hvp = (tf.function(_hessian_vector_product) if in_function
-           else _hessian_vector_product)
+    hvp = (tf.function(harness.hessian_vector_product) if in_function
+           else harness.hessian_vector_product)
     result = hvp(layer, x, v, w).numpy()
     assert np.isfinite(result).all()
-    np.testing.assert_allclose(
-        result, _hessian_vector_product(_plain_frn(params), x, v, w).numpy(),
-        rtol=1e-8, atol=1e-10)
+    want = harness.hessian_vector_product(_plain_frn(params), x, v, w)
+    np.testing.assert_allclose(result, want.numpy(), rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("axis,spec", [(-1, (None, None, None, 6)),

@@ -301,20 +301,11 @@ def test_masked_second_order_gradients_match_autodiff_of_the_formula(
         y = params["gamma"] * x * tf.math.rsqrt(nu2 + eps) + params["beta"]
         return tf.maximum(y, params["tau"])
 
-    def hessian_vector_product(f, x):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                loss = tf.reduce_sum(w * f(x))
-            gv = tf.reduce_sum(inner.gradient(loss, x) * v)
-        return outer.gradient(gv, x)
-
-    hvp = (tf.function(hessian_vector_product) if in_function
-           else hessian_vector_product)
-    got = hvp(lambda x: layer(x, mask=mask), x).numpy()
-    np.testing.assert_allclose(got, hessian_vector_product(plain, x).numpy(),
-                               rtol=1e-8, atol=1e-10)
+    hvp = (tf.function(harness.hessian_vector_product) if in_function
+           else harness.hessian_vector_product)
+    got = hvp(lambda x: layer(x, mask=mask), x, v, w).numpy()
+    want = harness.hessian_vector_product(plain, x, v, w).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
 
 
 def test_masked_layer_with_sizes_known_only_at_run_time():
