@@ -1,7 +1,8 @@
 """FilterResponseNormalization (and the fused FRN + TLU) with a mask: the
 statistics leave the masked-out positions out, checked against the float64
 NumPy reference with the same mask, against FRN of the unpadded input, and
-through the masks Keras layers pass on (Embedding, Masking, conversion)."""
+through the masks Keras layers pass on (Embedding, Masking, conversion,
+fusion)."""
 
 import warnings
 
@@ -15,6 +16,7 @@ from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
 from frn_keras import FilterResponseNormalizationTLU
 from frn_keras import convert_to_frn
+from frn_keras import fuse_frn_tlu
 from tests import harness
 from tests import numpy_reference as ref
 
@@ -425,3 +427,36 @@ def test_converted_batch_norm_uses_the_mask_keras_passes_it():
     np.testing.assert_allclose(converted(padded).numpy(),
                                converted(sequence).numpy(), rtol=1e-6,
                                atol=1e-7)
+
+
+def test_fused_pair_keeps_its_mask():
+    # fuse_frn_tlu replays the FRN's call on the fused layer: an explicit
+    # mask, and the one Keras passes on from Embedding, reach it.
+    x = keras.Input((6, 4))
+    valid = keras.Input((6,), dtype="bool")
+    tlu = TLU()
+    model = keras.Model([x, valid],
+                        tlu(FilterResponseNormalization()(x, mask=valid)))
+    tau = np.array([0.1, -0.2, 0.3, 0.0])
+    tlu.tau.assign(tau)
+    fused = fuse_frn_tlu(model)
+    assert [type(layer) for layer in fused.layers[2:]] == [
+        FilterResponseNormalizationTLU]
+    values = np.random.default_rng(14).normal(size=(2, 6, 4)).astype(
+        "float32")
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]], bool)
+    want = ref.frn_tlu_forward(values, -1, np.ones(4), np.zeros(4), 1e-6,
+                               None, tau, mask=mask)
+    np.testing.assert_allclose(fused([values, mask]).numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+
+    tokens = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
+    h = TLU()(FilterResponseNormalization()(h))
+    model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(h))
+    fused = fuse_frn_tlu(model)
+    assert any(isinstance(layer, FilterResponseNormalizationTLU)
+               for layer in fused.layers)
+    np.testing.assert_allclose(fused(np.array([[4, 11, 7, 0, 0]])).numpy(),
+                               fused(np.array([[4, 11, 7]])).numpy(),
+                               rtol=1e-6, atol=1e-7)
