@@ -212,18 +212,19 @@ class FilterResponseNormalization(keras.layers.Layer):
         x = ops.cast(inputs, dtype)
         if self._folded_shape is not None:
             x = ops.reshape(x, self._folded(inputs))
-        weights = dict(
+        if mask is not None:
+            mask = self._folded_mask(mask, inputs)
+        outputs = filter_response_normalize(
+            x,
             gamma=per_channel(self.gamma, dtype, self._broadcast_shape),
             beta=per_channel(self.beta, dtype, self._broadcast_shape),
             eps_learned=(None if self.eps_learned is None
                          else ops.cast(self.eps_learned, dtype)),
             epsilon=self.epsilon,
             axes=self._reduction_axes,
+            tau=per_channel(tau, dtype, self._broadcast_shape),
+            mask=mask,
         )
-        tau = per_channel(tau, dtype, self._broadcast_shape)
-        if mask is not None:
-            mask = self._folded_mask(mask, inputs)
-        outputs = filter_response_normalize(x, tau=tau, mask=mask, **weights)
         if self._folded_shape is not None:
             static = None not in inputs.shape[1:]
             outputs = ops.reshape(outputs, (-1, *inputs.shape[1:]) if static
