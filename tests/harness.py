@@ -68,6 +68,27 @@ def hessian_vector_product(f, x, v, w):
     return outer.gradient(gv, x)
 
 
+def traced_outputs_and_gradients(layer, x, upstream, mode, **call_kwargs):
+    """TensorFlow only: as `outputs_and_gradients`, run eagerly
+    (`mode="eager"`), in a `tf.function` (`"function"`) or compiled by XLA
+    (`"xla"`); `x` reaches the layer in its compute dtype."""
+    import tensorflow as tf
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, **call_kwargs)
+            loss = tf.reduce_sum(tf.cast(y, tf.float64) * upstream)
+        weights = [w.value for w in layer.trainable_weights]
+        return y, tape.gradient(loss, [x] + weights)
+
+    if mode != "eager":
+        run = tf.function(run, jit_compile=mode == "xla")
+    y, grads = run(tf.constant(x, layer.compute_dtype))
+    names = ["x"] + [w.name for w in layer.trainable_weights]
+    return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
+
+
 def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 

@@ -13,6 +13,7 @@ from frn_keras import FilterResponseNormalization
 from frn_keras import FilterResponseNormalizationTLU
 from frn_keras.layers import _wide_broadcast
 from frn_keras.layers._wide_broadcast import widening_factor
+from tests import harness
 from tests import numpy_reference as ref
 
 EPSILON = 1e-4
@@ -94,7 +95,7 @@ def _reference(kind, x, params, upstream, axis=-1):
 
 def _assert_matches_reference(kind, layer, x, upstream, params, mode,
                               tolerance, axis=-1):
-    y, grads = _outputs_and_gradients(layer, x, upstream, mode)
+    y, grads = harness.traced_outputs_and_gradients(layer, x, upstream, mode)
     # The layers see x rounded to their dtype: so does the reference.
     x = x.astype(layer.compute_dtype)
     y_ref, grads_ref = _reference(kind, x, params, upstream, axis)
@@ -104,22 +105,6 @@ def _assert_matches_reference(kind, layer, x, upstream, params, mode,
         scale = max(1.0, np.abs(grads_ref[name]).max())
         np.testing.assert_allclose(grad, grads_ref[name], rtol=tolerance,
                                    atol=tolerance * scale, err_msg=name)
-
-
-def _outputs_and_gradients(layer, x, upstream, mode):
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(tf.cast(y, tf.float64) * upstream)
-        weights = [w.value for w in layer.trainable_weights]
-        return y, tape.gradient(loss, [x] + weights)
-
-    if mode != "eager":
-        run = tf.function(run, jit_compile=mode == "xla")
-    y, grads = run(tf.constant(x, layer.compute_dtype))
-    names = ["x"] + [w.name for w in layer.trainable_weights]
-    return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])
@@ -173,7 +158,7 @@ def test_mixed_precision_frn_tlu_on_the_wide_view(policy, rtol, monkeypatch):
     params = _params(16, seed=13)
     wide = _layer("frn_tlu", shape, params, policy)
     assert _maximum_shapes(wide, shape) == [(None, 16, 1024)]
-    y, grads = _outputs_and_gradients(wide, x, upstream, "function")
+    y, grads = harness.traced_outputs_and_gradients(wide, x, upstream, "function")
 
     assert y.dtype == np.dtype(compute)
     y_ref, _ = _reference("frn_tlu", x.astype(np.float64), params, upstream)
@@ -184,7 +169,7 @@ def test_mixed_precision_frn_tlu_on_the_wide_view(policy, rtol, monkeypatch):
     monkeypatch.setattr(_wide_broadcast, "MAX_CHANNELS", 0)
     narrow = _layer("frn_tlu", shape, params, policy)
     assert _maximum_shapes(narrow, shape) == [(None, 1024, 16)]
-    y_narrow, grads_narrow = _outputs_and_gradients(narrow, x, upstream,
+    y_narrow, grads_narrow = harness.traced_outputs_and_gradients(narrow, x, upstream,
                                                     "function")
     np.testing.assert_array_equal(y, y_narrow)
     for name, grad in grads.items():
