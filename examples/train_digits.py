@@ -69,11 +69,22 @@ def build_model(num_classes=10, width=32):
     return keras.Model(inputs, outputs, name="digits_frn_convnet")
 
 
+def check_batch_size(batch_size, num_train):
+    """Raises `ValueError` unless `1 <= batch_size <= num_train`: a batch
+    larger than the training set is the whole set, while the default
+    learning rate would still grow with `batch_size` (and diverge)."""
+    if not 1 <= batch_size <= num_train:
+        raise ValueError(
+            f"batch_size must be between 1 and {num_train} (the training "
+            f"images), got {batch_size}")
+
+
 def train(epochs=30, batch_size=32, learning_rate=0.05, jit_compile=True,
           seed=0, verbose=1, data=None):
     """Trains the model and returns `(model, history, test_accuracy)`."""
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = data or load_digits_split(seed=seed)
+    check_batch_size(batch_size, len(x_train))
     model = build_model()
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -97,7 +108,9 @@ def train(epochs=30, batch_size=32, learning_rate=0.05, jit_compile=True,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="at most the 1,437 training images; a larger "
+                        "batch takes fewer steps per epoch")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak learning rate (default 0.05 x batch / 32, "
                         "the linear scaling rule of the other examples)")
@@ -126,6 +139,10 @@ def main(argv=None):
 
     start = time.perf_counter()
     data = load_digits_split(seed=args.seed)
+    try:
+        check_batch_size(args.batch_size, len(data[0][0]))
+    except ValueError as error:
+        parser.error(f"--batch-size: {error}")
     model, _, accuracy = train(
         epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, jit_compile=args.jit_compile,

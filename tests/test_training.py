@@ -74,6 +74,19 @@ def test_digits_convnet_learns_with_xla():
     assert accuracy > 0.85  # chance is 0.10
 
 
+def test_digits_training_refuses_a_batch_larger_than_the_training_set():
+    example = load_example("train_digits")
+    x = np.zeros((10, 8, 8, 3), "uint8")
+    y = np.arange(10, dtype="int32")
+    # Refused before any training, naming the argument and the value.
+    with pytest.raises(ValueError, match="batch_size .* 10 .* got 11"):
+        example.train(epochs=1, batch_size=11, verbose=0,
+                      data=((x, y), (x, y)))
+    model, _, _ = example.train(epochs=1, batch_size=10, verbose=0,
+                                data=((x, y), (x, y)))
+    assert model.optimizer.iterations.numpy() == 1  # one full-set step
+
+
 def test_digits_are_served_as_raw_rgb_pixels_and_split_per_class():
     from sklearn.datasets import load_digits
 
@@ -116,6 +129,8 @@ def test_main_job_command_runs(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--batch-size", "5000"], "between 1 and 1437 (the training images), "
+     "got 5000"),
     (["--save", "model.h5"], "--save must name a .keras file, got model.h5"),
 ])
 def test_main_job_rejects_bad_flags(args, message):
