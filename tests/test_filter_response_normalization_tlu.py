@@ -126,6 +126,7 @@ def test_without_beta_or_gamma(center, scale):
 
 
 def _pair(shape, axis, params, dtype):
+    """FRN then TLU, as one model (its weights: FRN's, then tau)."""
     frn = FilterResponseNormalization(
         axis=axis, epsilon=EPSILON,
         learned_epsilon=params["eps_learned"] is not None, dtype=dtype)
@@ -137,23 +138,7 @@ def _pair(shape, axis, params, dtype):
     tlu.tau.assign(params["tau"])
     if params["eps_learned"] is not None:
         frn.eps_learned.assign([params["eps_learned"]])
-    return frn, tlu
-
-
-def _outputs_and_gradients(layers, x, upstream, jit_compile=False):
-    weights = [w for layer in layers for w in layer.trainable_weights]
-
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = x
-            for layer in layers:
-                y = layer(y)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
-        return y, tape.gradient(loss, [x] + [w.value for w in weights])
-
-    y, grads = tf.function(run, jit_compile=jit_compile)(tf.constant(x))
-    return y.numpy(), [g.numpy() for g in grads]
+    return keras.Sequential([frn, tlu])
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -167,15 +152,17 @@ def test_equals_the_separate_layers_in_float32(jit_compile, learned_epsilon):
     fused = _fused(shape, axis, params, dtype="float32")
     pair = _pair(shape, axis, params, dtype="float32")
 
-    y, grads = _outputs_and_gradients([fused], x, upstream, jit_compile)
-    y_pair, grads_pair = _outputs_and_gradients(pair, x, upstream,
-                                                jit_compile)
+    mode = "xla" if jit_compile else "function"
+    y, grads = harness.traced_outputs_and_gradients(fused, x, upstream, mode)
+    y_pair, grads_pair = harness.traced_outputs_and_gradients(
+        pair, x, upstream, mode)
 
     np.testing.assert_allclose(y, y_pair, rtol=1e-6, atol=1e-6)
-    # Weight order: gamma, beta, [learned_epsilon], tau in both.
-    assert len(grads) == len(grads_pair)
-    for got, want in zip(grads, grads_pair):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # The same weight names in both: gamma, beta, [eps_learned], tau.
+    assert sorted(grads) == sorted(grads_pair)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], grads_pair[name], rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
 
 
 def test_ties_send_the_gradient_to_y_as_the_separate_layers_do():
@@ -188,16 +175,20 @@ def test_ties_send_the_gradient_to_y_as_the_separate_layers_do():
     fused = _fused(x.shape, -1, params, dtype="float32")
     pair = _pair(x.shape, -1, params, dtype="float32")
 
-    _, grads = _outputs_and_gradients([fused], x, upstream)
-    _, grads_pair = _outputs_and_gradients(pair, x, upstream)
+    _, grads = harness.traced_outputs_and_gradients(
+        fused, x, upstream, "function")
+    _, grads_pair = harness.traced_outputs_and_gradients(
+        pair, x, upstream, "function")
 
-    for got, want in zip(grads, grads_pair):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert sorted(grads) == sorted(grads_pair)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], grads_pair[name], rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
     # At the ties the gradient reached x (through y: dx = r * upstream
     # there, as x = 0), and tau only collects the strictly clipped values.
-    assert np.all(grads[0][:, 1::2] != 0)
+    assert np.all(grads["x"][:, 1::2] != 0)
     np.testing.assert_allclose(
-        grads[-1], np.sum(np.where(x < 0, upstream, 0), axis=(0, 1, 2)),
+        grads["tau"], np.sum(np.where(x < 0, upstream, 0), axis=(0, 1, 2)),
         rtol=1e-5, atol=1e-6)
 
 
@@ -263,11 +254,15 @@ def test_xla_compiled_equals_eager_and_really_compiles():
     upstream = rng.normal(size=shape).astype("float32")
     layer = _fused(shape, 1, _random_params(6, True, seed=15),
                    dtype="float32")
-    eager = _outputs_and_gradients([layer], x, upstream, jit_compile=False)
-    compiled = _outputs_and_gradients([layer], x, upstream, jit_compile=True)
-    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
-    for got, want in zip(compiled[1], eager[1]):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    y, grads = harness.traced_outputs_and_gradients(layer, x, upstream,
+                                                    "eager")
+    y_xla, grads_xla = harness.traced_outputs_and_gradients(
+        layer, x, upstream, "xla")
+    np.testing.assert_allclose(y_xla, y, rtol=1e-5, atol=1e-6)
+    assert sorted(grads_xla) == sorted(grads)
+    for name in grads:
+        np.testing.assert_allclose(grads_xla[name], grads[name], rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
     hlo = tf.function(layer, jit_compile=True).experimental_get_compiler_ir(
         tf.constant(x))(stage="hlo")
     assert "rsqrt" in hlo and "maximum" in hlo
