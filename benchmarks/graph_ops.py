@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -106,9 +107,12 @@ def main(argv=None):
     device = device_kind()
     out = output_prefix(args.out, f"graph_ops_{device}")
     rows = []
+    progress = Progress(len(SHAPES))
     for shape in SHAPES:
         x = tf.random.normal(shape)
         runs = {name: timed(k, args.chain) for name, k in kernels(shape).items()}
+        progress(f"{'x'.join(map(str, shape))}: {len(runs)} kernels x "
+                 f"{args.repeats} repeats")
         for run in runs.values():
             run(x).numpy()
         times = {name: [] for name in runs}

@@ -29,6 +29,7 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -130,7 +131,9 @@ def main(argv=None):
     out = output_prefix(args.out, f"hlo_traffic_{device_kind()}_{args.model}")
 
     rows = []
+    progress = Progress(len(args.norms))
     for norm in args.norms:
+        progress(f"{norm}: compiling the train step, reading its HLO")
         totals = traffic(step_hlo(args, norm), args.batch * 4096)
         row = {"model": args.model, "norm": norm, "batch": args.batch}
         for kind, t in totals.items():
@@ -138,7 +141,6 @@ def main(argv=None):
             row[f"{kind}_written_mib"] = t["write_bytes"] / 2**20
             row[f"{kind}_read_mib"] = t["read_bytes"] / 2**20
         rows.append(row)
-        print(f"{norm}: done", flush=True)
     bn = next(r for r in rows if r["norm"] == "bn")
     for row in rows:
         row["other_traffic_vs_bn"] = (

@@ -50,6 +50,7 @@ from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -216,9 +217,13 @@ def main(argv=None):
     print(f"folded BN model: {n_bn} BatchNormalization layers left")
 
     signatures = {}
+    models = [("frn", frn), ("frn_fused", frn_fused), ("bn", bn),
+              ("bn_folded", bn_folded)]
+    progress = Progress(len(models) + len(args.batches))
     with tempfile.TemporaryDirectory() as base:
-        for name, model in [("frn", frn), ("frn_fused", frn_fused),
-                            ("bn", bn), ("bn_folded", bn_folded)]:
+        for name, model in models:
+            progress(f"exporting {name}" + (f" and {name}_xla" if args.xla
+                                              else ""))
             path = export_for_serving(model, base, name, verbose=False)
             signatures[name] = tf.saved_model.load(path).signatures[
                 SIGNATURE_NAME]
@@ -235,6 +240,8 @@ def main(argv=None):
                 rtol=1e-4, atol=1e-5)
         rows, best_rows = [], []
         for batch in args.batches:
+            progress(f"batch {batch}: {len(signatures)} exports x "
+                     f"{args.repeats} calls")
             times = time_signatures(signatures, batch, args.image_size,
                                     args.repeats, rng)
             folded = statistics.median(times["bn_folded"])

@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras import FilterResponseNormalizationTLU  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -163,6 +164,7 @@ def main(argv=None):
     out = output_prefix(args.out, f"layers_{device}")
 
     rows = []
+    progress = Progress(len(args.xla) * len(args.precision) * len(shapes))
     for xla in args.xla:
         jit = xla == "on"
         bandwidth = copy_bandwidth(args.repeats, jit, args.inner)
@@ -172,6 +174,9 @@ def main(argv=None):
             dtype = keras.config.dtype_policy().compute_dtype
             for shape_name, hwc in shapes:
                 shape = (args.batch, *hwc)
+                progress(f"XLA {xla}, {precision}, "
+                         f"{'x'.join(map(str, shape))}: {2 * len(PAIRS)} "
+                         f"steps x {args.repeats} repeats")
                 x = tf.cast(tf.random.normal(shape), dtype)
                 dy = tf.cast(tf.random.normal(shape), dtype)
                 steps = {(pair, backward): make_step(PAIRS[pair], x, dy,

@@ -38,6 +38,7 @@ from layers import parse_harness_arguments  # noqa: E402
 from layers import spread  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -72,10 +73,13 @@ def main(argv=None):
         (pair, False) for pair in UNMASKED_PAIRS]
 
     rows = []
+    progress = Progress(len(args.xla) * len(shapes))
     for xla in args.xla:
         jit = xla == "on"
         for shape_name, (steps, channels) in shapes:
             shape = (args.batch, steps, channels)
+            progress(f"XLA {xla}, {'x'.join(map(str, shape))}: "
+                     f"{2 * len(configs)} steps x {args.repeats} repeats")
             x = tf.random.normal(shape, seed=1)
             dy = tf.random.normal(shape, seed=2)
             mask = tf.constant(padding_mask(args.batch, steps))

@@ -38,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -141,14 +142,15 @@ def main(argv=None):
     for model, x, y in configs.values():
         run_steps(model, x, y, 2)  # compile + warm up
     times = {key: [] for key in configs}
-    for round_ in range(args.rounds):
+    progress = Progress(args.rounds)
+    for _ in range(args.rounds):
+        progress(f"round of {len(configs)} models x {args.steps} steps")
         for key, (model, x, y) in configs.items():
             start = time.perf_counter()
             loss = run_steps(model, x, y, args.steps)
             times[key].append(time.perf_counter() - start)
             if not np.isfinite(loss):
                 raise RuntimeError(f"{key}: loss is {loss}")
-        print(f"round {round_ + 1}/{args.rounds} done", flush=True)
 
     rows = []
     for (norm, xla), values in times.items():

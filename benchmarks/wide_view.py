@@ -47,6 +47,7 @@ from inference import randomize  # noqa: E402
 from inference import time_signatures  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -96,8 +97,10 @@ def main(argv=None):
     rng = np.random.default_rng(1)
 
     signatures, tiles = {}, {}
+    progress = Progress(len(NORMS) + len(args.batches))
     with tempfile.TemporaryDirectory() as base:
         for norm in NORMS:
+            progress(f"exporting {norm}, with and without the wide view")
             model = build_model(args.model, norm, args.image_size)
             randomize(model, seed=0)
             for view in ("wide", "narrow"):
@@ -116,6 +119,8 @@ def main(argv=None):
                 rtol=1e-5, atol=1e-7)
         rows = []
         for batch in args.batches:
+            progress(f"batch {batch}: {len(signatures)} exports x "
+                     f"{args.repeats} calls")
             times = time_signatures(signatures, batch, args.image_size,
                                     args.repeats, rng)
             for norm in NORMS:

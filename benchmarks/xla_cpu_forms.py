@@ -47,6 +47,7 @@ from frn_keras.layers import _staged_sum  # noqa: E402
 from inference import interleaved  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
+from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
 from results_files import write_csv  # noqa: E402
@@ -109,7 +110,10 @@ def main(argv=None):
     device = device_kind()
     out = output_prefix(args.out, f"{args.form}_{device}_{args.model}")
     rows = []
+    progress = Progress(len(args.norms))
     for norm in args.norms:
+        progress(f"{norm}: forward at batches {args.batches}, then "
+                 f"{args.rounds} rounds of {args.steps} train steps")
         models = {variant: build(args.model, norm, args.image_size,
                                  args.train_batch, jit_compile=True)
                   for variant in VARIANTS}
@@ -143,7 +147,6 @@ def main(argv=None):
                  for v, m in models.items()}
         rows.append(row("train_step", norm, args.train_batch,
                         interleaved(steps, args.rounds), steps=args.steps))
-        print(f"{norm}: timed", flush=True)
     for r in rows:
         r.update(device=device, form=args.form, model=args.model,
                  image_size=args.image_size)

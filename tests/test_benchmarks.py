@@ -5,6 +5,7 @@ import csv
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,18 @@ def _run(script, args, tmp_path):
         return list(csv.DictReader(f)), result.stdout
 
 
+PROGRESS_LINE = re.compile(r"^\[(\d+)/(\d+), \d+ s\] (.+)$", re.MULTILINE)
+
+
+def _progress(stdout):
+    """The messages of a script's progress lines, which must count 1 to N
+    of the N they announce."""
+    lines = PROGRESS_LINE.findall(stdout)
+    assert [(int(i), int(n)) for i, n, _ in lines] == [
+        (i, len(lines)) for i in range(1, len(lines) + 1)], stdout[-2000:]
+    return [message for *_, message in lines]
+
+
 def _positive(row, *keys):
     return all(math.isfinite(float(row[k])) and float(row[k]) > 0
                for k in keys)
@@ -43,6 +56,8 @@ def test_layers_benchmark_quick(tmp_path):
     assert all(float(r["vs_bn"]) == 1.0 for r in rows if r["pair"] == "bn_relu")
     assert (tmp_path / "result.png").stat().st_size > 0
     assert "| frn_tlu |" in stdout
+    assert _progress(stdout) == ["XLA on, float32, 16x32x32x16: 10 steps x "
+                                 "3 repeats"]
     # The ratios, recomputed from the medians of the same pass.
     for r in rows:
         same_pass = {q["pair"]: float(q["median_ms"]) for q in rows
@@ -63,8 +78,9 @@ def test_layers_benchmark_quick(tmp_path):
 
 
 def test_train_step_benchmark_quick(tmp_path):
-    rows, _ = _run("train_step.py", ["--quick", "--xla", "on", "--batch", "8"],
-                   tmp_path)
+    rows, stdout = _run("train_step.py", ["--quick", "--xla", "on",
+                                          "--batch", "8"], tmp_path)
+    assert _progress(stdout) == ["round of 4 models x 2 steps"] * 2
     assert {r["norm"] for r in rows} == {"frn", "frn_fused", "bn", "gn"}
     assert all(_positive(r, "images_per_s", "step_ms", "peak_memory_mib")
                for r in rows)
@@ -99,6 +115,8 @@ def test_hlo_traffic_counts_the_same_convolutions_for_every_norm(tmp_path):
                          "other_traffic_vs_bn") for r in rows)
     assert float(rows[0]["other_traffic_vs_bn"]) == 1.0
     assert "| resnet20 b2 | frn_fused |" in stdout
+    assert [m.split(":")[0] for m in _progress(stdout)] == [
+        "bn", "frn_fused", "frn_fused_relu"]
 
 
 # An optimized-HLO module in XLA's text syntax: one activation is
@@ -199,6 +217,10 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     assert not plain["frn_variant"].endswith("_xla")
     assert not plain["bn_variant"].endswith("_xla")
     assert "| 2 | best | frn" in stdout and "| 2 | plain | frn" in stdout
+    assert _progress(stdout) == [
+        f"exporting {v} and {v}_xla" for v in ("frn", "frn_fused", "bn",
+                                               "bn_folded")
+    ] + ["batch 2: 8 exports x 3 calls"]
 
 
 def test_comparisons_pair_the_fastest_exports_call_by_call(monkeypatch):
@@ -273,6 +295,9 @@ def test_graph_ops_benchmark_times_every_kernel_at_every_shape(tmp_path):
         assert float(r["vs_same_shape"]) == pytest.approx(
             float(r["us_per_op"]) / same_shape[r["shape"]], rel=1e-9)
     assert "| 32x32x32x16 | max(x, tau[c]) |" in stdout
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    assert _progress(stdout) == [f"{shape}: {len(kernels)} kernels x 3 repeats"
+                                 for shape in shapes]
 
 
 def test_wide_view_benchmark_compares_exports_with_and_without_the_view(
@@ -287,6 +312,7 @@ def test_wide_view_benchmark_compares_exports_with_and_without_the_view(
         assert int(r["tile_ops_narrow"]) == 0
         assert math.isfinite(float(r["wide_vs_narrow"]))
     assert "| resnet20 32px | 2 | frn_fused |" in stdout
+    assert len(_progress(stdout)) == 3  # two models exported, one batch
 
 
 @pytest.mark.parametrize("form", ["activation_boundary", "staged_sum"])
@@ -300,6 +326,7 @@ def test_xla_cpu_forms_benchmark_times_both_traces(tmp_path, form):
     assert all(_positive(r, "with_ms", "without_ms", "with_vs_without")
                for r in rows)
     assert "| resnet20 32px | forward | frn_fused | 2 |" in stdout
+    assert [m.split(":")[0] for m in _progress(stdout)] == ["frn_fused"]
 
 
 def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
@@ -356,6 +383,7 @@ def test_masked_benchmark_quick(tmp_path):
     assert all(_positive(r, "median_ms", "vs_bn") for r in rows)
     assert all(0.5 <= float(r["valid_fraction"]) < 1 for r in rows)
     assert "| frn_tlu_fused | yes |" in stdout
+    assert _progress(stdout) == ["XLA on, 16x128x512: 14 steps x 3 repeats"]
     # BN + ReLU's ratio is taken with the same mask and pass.
     for r in rows:
         bn = next(float(q["median_ms"]) for q in rows if q["pair"] == "bn_relu"
