@@ -3,7 +3,7 @@
 A full run takes minutes to hours (ResNetV2-50 at 224x224 on a CPU), so
 each script says what it starts, how far it is and how long it has run:
 
-    [2/6, 41 s] XLA on, float32, 16x32x32x64: 8 steps x 15 repeats
+    [2/8, 41 s] XLA on, float32, 16x16x16x32: 10 steps x 15 repeats
 """
 
 import time
