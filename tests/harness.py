@@ -89,6 +89,15 @@ def traced_outputs_and_gradients(layer, x, upstream, mode, **call_kwargs):
     return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
 
 
+def assert_same_gradients(actual, desired, rtol, atol):
+    """Two `{name: gradient}` dicts (as `traced_outputs_and_gradients`
+    returns) have the same names, and each gradient is close."""
+    assert sorted(actual) == sorted(desired)
+    for name in desired:
+        np.testing.assert_allclose(actual[name], desired[name], rtol=rtol,
+                                   atol=atol, err_msg=name)
+
+
 def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 

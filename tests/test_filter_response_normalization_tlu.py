@@ -159,10 +159,7 @@ def test_equals_the_separate_layers_in_float32(jit_compile, learned_epsilon):
 
     np.testing.assert_allclose(y, y_pair, rtol=1e-6, atol=1e-6)
     # The same weight names in both: gamma, beta, [eps_learned], tau.
-    assert sorted(grads) == sorted(grads_pair)
-    for name in grads:
-        np.testing.assert_allclose(grads[name], grads_pair[name], rtol=1e-4,
-                                   atol=1e-5, err_msg=name)
+    harness.assert_same_gradients(grads, grads_pair, rtol=1e-4, atol=1e-5)
 
 
 def test_ties_send_the_gradient_to_y_as_the_separate_layers_do():
@@ -180,10 +177,7 @@ def test_ties_send_the_gradient_to_y_as_the_separate_layers_do():
     _, grads_pair = harness.traced_outputs_and_gradients(
         pair, x, upstream, "function")
 
-    assert sorted(grads) == sorted(grads_pair)
-    for name in grads:
-        np.testing.assert_allclose(grads[name], grads_pair[name], rtol=1e-5,
-                                   atol=1e-6, err_msg=name)
+    harness.assert_same_gradients(grads, grads_pair, rtol=1e-5, atol=1e-6)
     # At the ties the gradient reached x (through y: dx = r * upstream
     # there, as x = 0), and tau only collects the strictly clipped values.
     assert np.all(grads["x"][:, 1::2] != 0)
@@ -259,10 +253,7 @@ def test_xla_compiled_equals_eager_and_really_compiles():
     y_xla, grads_xla = harness.traced_outputs_and_gradients(
         layer, x, upstream, "xla")
     np.testing.assert_allclose(y_xla, y, rtol=1e-5, atol=1e-6)
-    assert sorted(grads_xla) == sorted(grads)
-    for name in grads:
-        np.testing.assert_allclose(grads_xla[name], grads[name], rtol=1e-4,
-                                   atol=1e-5, err_msg=name)
+    harness.assert_same_gradients(grads_xla, grads, rtol=1e-4, atol=1e-5)
     hlo = tf.function(layer, jit_compile=True).experimental_get_compiler_ir(
         tf.constant(x))(stage="hlo")
     assert "rsqrt" in hlo and "maximum" in hlo
