@@ -69,13 +69,14 @@ def build_model(num_classes=10, width=32):
     return keras.Model(inputs, outputs, name="digits_frn_convnet")
 
 
-def check_batch_size(batch_size, num_train):
-    """Raises `ValueError` unless `1 <= batch_size <= num_train`: a batch
-    larger than the training set is the whole set, while the default
-    learning rate would still grow with `batch_size` (and diverge)."""
+def check_batch_size(batch_size, num_train, name="batch_size"):
+    """Raises `ValueError` (naming the argument `name`) unless
+    `1 <= batch_size <= num_train`: a batch larger than the training set is
+    the whole set, while the default learning rate would still grow with
+    `batch_size` (and diverge)."""
     if not 1 <= batch_size <= num_train:
         raise ValueError(
-            f"batch_size must be between 1 and {num_train} (the training "
+            f"{name} must be between 1 and {num_train} (the training "
             f"images), got {batch_size}")
 
 
@@ -140,9 +141,9 @@ def main(argv=None):
     start = time.perf_counter()
     data = load_digits_split(seed=args.seed)
     try:
-        check_batch_size(args.batch_size, len(data[0][0]))
+        check_batch_size(args.batch_size, len(data[0][0]), "--batch-size")
     except ValueError as error:
-        parser.error(f"--batch-size: {error}")
+        parser.error(str(error))
     model, _, accuracy = train(
         epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, jit_compile=args.jit_compile,
