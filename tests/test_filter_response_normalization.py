@@ -138,21 +138,16 @@ def test_xla_compiled_equals_eager(shape, axis):
     upstream = rng.normal(size=shape)
     layer, _ = _random_frn(shape, axis, True, dtype="float32")
 
-    def forward_and_grads(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * upstream)
-        return layer(x), tape.gradient(loss, [x] + layer.trainable_weights)
-
-    eager = forward_and_grads(tf.constant(x))
-    compiled_fn = tf.function(forward_and_grads, jit_compile=True)
-    compiled = compiled_fn(tf.constant(x))
-    # The XLA HLO really was produced for this function.
-    hlo = compiled_fn.experimental_get_compiler_ir(tf.constant(x))(stage="hlo")
+    y, grads = harness.traced_outputs_and_gradients(layer, x, upstream,
+                                                    "eager")
+    y_xla, grads_xla = harness.traced_outputs_and_gradients(
+        layer, x, upstream, "xla")
+    # XLA really compiles the layer.
+    hlo = tf.function(layer, jit_compile=True).experimental_get_compiler_ir(
+        tf.constant(x))(stage="hlo")
     assert "rsqrt" in hlo
-    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
-    for got, want in zip(compiled[1], eager[1]):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y_xla, y, rtol=1e-5, atol=1e-6)
+    harness.assert_same_gradients(grads_xla, grads, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])

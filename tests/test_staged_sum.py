@@ -16,6 +16,7 @@ from frn_keras import FilterResponseNormalization
 from frn_keras import FilterResponseNormalizationTLU
 from frn_keras.layers import _staged_sum
 from frn_keras.layers._staged_sum import staged_sum
+from tests import harness
 from tests import numpy_reference as ref
 
 EPSILON = 1e-4
@@ -180,26 +181,19 @@ def test_xla_forward_and_gradients_match_float64_reference(shape, axis):
     layer.tau.assign(tau)
     layer.eps_learned.assign([eps_learned])
 
-    @tf.function(jit_compile=True)
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            z = layer(x)
-            loss = tf.reduce_sum(z * upstream)
-        return z, tape.gradient(loss, [x, layer.gamma.value, layer.beta.value,
-                                       layer.eps_learned.value,
-                                       layer.tau.value])
-
-    z, grads = run(tf.constant(x))
+    z, grads = harness.traced_outputs_and_gradients(layer, x, upstream,
+                                                    "xla")
     frn_tlu_args = (x, axis, gamma, beta, EPSILON, eps_learned, tau)
     np.testing.assert_allclose(z, ref.frn_tlu_forward(*frn_tlu_args),
                                rtol=1e-10)
     reference = ref.frn_tlu_backward(*frn_tlu_args, upstream)
-    expected = [reference["x"], reference["gamma"], reference["beta"],
-                [reference["eps_learned"]], reference["tau"]]
-    for got, want in zip(grads, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-8,
-                                   atol=1e-10 * np.abs(want).max())
+    # The layer names the weight it keeps as `eps_learned` "learned_epsilon".
+    reference["learned_epsilon"] = [reference.pop("eps_learned")]
+    assert sorted(grads) == sorted(reference)
+    for name, want in reference.items():
+        np.testing.assert_allclose(grads[name], want, rtol=1e-8,
+                                   atol=1e-10 * np.abs(want).max(),
+                                   err_msg=name)
 
 
 def _sums(layer, shape, jit_compile):
