@@ -114,6 +114,30 @@ def test_mixed_precision_gradients_sum_tau_in_float32(policy):
 
 
 @pytest.mark.all_backends
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_integer_inputs_compute_in_the_layer_dtype(policy, affine):
+    # Keras casts only float inputs to the compute dtype; an int32 TLU
+    # would truncate tau = 0.75 to 0.
+    x = np.array([[-2, 0, 1], [3, -1, 0]], "int32")
+    layer = TLU(affine=affine, dtype=policy)
+    layer.build(x.shape)
+    tau = np.array([0.75, -0.5, 1.25])
+    alpha = np.array([0.5, -0.25, 0.0]) if affine else None
+    layer.tau.assign(tau)
+    if affine:
+        layer.alpha.assign(alpha)
+
+    y = layer(x)
+
+    compute = layer.compute_dtype
+    assert keras.backend.standardize_dtype(y.dtype) == compute
+    # Every value above is exact in float16.
+    harness.assert_array_equal(harness.to_numpy(y).astype(np.float64),
+                               ref.tlu_forward(x, -1, tau, alpha))
+
+
+@pytest.mark.all_backends
 def test_ties_send_the_gradient_to_x():
     tau = np.array([0.5, -1.0])
     x = np.array([[0.5, -1.0], [0.5, 2.0], [0.0, -1.0]])  # ties at tau

@@ -55,7 +55,8 @@ class TLU(keras.layers.Layer):
         Arbitrary, of rank >= 2 with a known channel dimension.
 
     Output shape:
-        Same shape as input.
+        Same shape as input. Integer inputs give outputs in the layer's
+        compute dtype (`tau` is not truncated to an integer).
 
     Weights:
         `tau` (and `alpha` when `affine`) of shape `(channels,)`.
@@ -121,6 +122,10 @@ class TLU(keras.layers.Layer):
             )
 
     def call(self, inputs):
+        if not keras.backend.is_float_dtype(inputs.dtype):
+            # Keras casts only float inputs to the compute dtype; in an
+            # integer dtype, tau and alpha would be truncated.
+            inputs = ops.cast(inputs, self.compute_dtype)
         tau = per_channel(self.tau, inputs.dtype, self._broadcast_shape)
         if self.alpha is None:
             outputs = thresholded_linear(inputs, tau, self._channel_axis)
