@@ -51,6 +51,7 @@ import frn_keras  # noqa: E402
 from frn_keras.models import NO_WEIGHT_DECAY  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
 from frn_keras.models import register_norm_act  # noqa: E402
+from cli_checks import require_at_least  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_TAR = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg.tar.gz")
@@ -328,17 +329,16 @@ def main(argv=None):
     out = args.out or os.path.join(
         ROOT, "benchmarks", "results",
         "batch_size_study_digits" if quick else "batch_size_study_cifar10")
-    for name, value in [("--seeds", seeds), ("--steps", steps),
-                        ("--lr-batch", args.lr_batch)]:
-        if value < 1:
-            parser.error(f"{name} must be >= 1, got {value}")
+    require_at_least(parser, {"--seeds": (seeds, 1), "--steps": (steps, 1),
+                              "--lr-batch": (args.lr_batch, 1),
+                              "--batch-sizes": (batch_sizes, 1)})
     if not 0 <= args.warmup_fraction < 1:
         parser.error("--warmup-fraction must be in [0, 1), got "
                      f"{args.warmup_fraction}")
     if args.epochs is not None and not args.epochs > 0:
         parser.error(f"--epochs must be > 0, got {args.epochs}")
-    if min(batch_sizes) < 1 or min(lr_grid) <= 0:
-        parser.error("batch sizes must be >= 1 and learning rates > 0")
+    if min(lr_grid) <= 0:
+        parser.error(f"--lr-grid must be > 0, got {min(lr_grid)}")
     _register_ablation_norms()
     for norm in norms:
         norm_act(norm)  # unknown names fail before any training

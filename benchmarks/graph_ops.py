@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from cli_checks import require_at_least  # noqa: E402
 from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -102,8 +103,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if args.chain < 1 or args.repeats < 3:
-        parser.error("--chain >= 1 and --repeats >= 3")
+    require_at_least(parser, {"--chain": (args.chain, 1),
+                              "--repeats": (args.repeats, 3)})
     device = device_kind()
     out = output_prefix(args.out, f"graph_ops_{device}")
     rows = []

@@ -29,6 +29,7 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from cli_checks import require_at_least  # noqa: E402
 from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -126,8 +127,8 @@ def main(argv=None):
         return probe(args.probe)
     if "bn" not in args.norms:
         parser.error("--norms must include bn, the baseline of the ratios")
-    if min(args.batch, args.image_size) < 1:
-        parser.error("--batch and --image-size must be >= 1")
+    require_at_least(parser, {"--batch": (args.batch, 1),
+                              "--image-size": (args.image_size, 1)})
     out = output_prefix(args.out, f"hlo_traffic_{device_kind()}_{args.model}")
 
     rows = []

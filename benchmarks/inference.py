@@ -48,6 +48,7 @@ from frn_keras.export import _serving_function  # noqa: E402
 from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
+from cli_checks import require_at_least  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
 from progress import Progress  # noqa: E402
@@ -199,8 +200,9 @@ def main(argv=None):
                         help="also time each model compiled by XLA")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if args.repeats < 3 or min(args.batches) < 1 or args.image_size < 32:
-        parser.error("--repeats >= 3, --batches >= 1, --image-size >= 32")
+    require_at_least(parser, {"--repeats": (args.repeats, 3),
+                              "--batches": (args.batches, 1),
+                              "--image-size": (args.image_size, 32)})
     device = device_kind()
     out = output_prefix(args.out, f"inference_{device}_{args.model}")
 

@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras import FilterResponseNormalizationTLU  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
+from cli_checks import require_at_least  # noqa: E402
 from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
@@ -225,8 +226,9 @@ def parse_harness_arguments(parser, argv, repeats):
     parser.add_argument("--out", default=None,
                         help="output path without extension")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.inner < 1 or args.repeats < 3:
-        parser.error("--batch and --inner must be >= 1 and --repeats >= 3")
+    require_at_least(parser, {"--batch": (args.batch, 1),
+                              "--inner": (args.inner, 1),
+                              "--repeats": (args.repeats, 3)})
     return args
 
 

@@ -36,6 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from cli_checks import require_at_least  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
 from progress import Progress  # noqa: E402
@@ -130,8 +131,10 @@ def main(argv=None):
         args.rounds, args.steps = 2, 2
     if "bn" not in args.norms:
         parser.error("--norms must include bn, the baseline of the ratios")
-    if min(args.batch, args.steps, args.rounds, args.image_size) < 1:
-        parser.error("--batch, --steps, --rounds, --image-size must be >= 1")
+    require_at_least(parser, {"--batch": (args.batch, 1),
+                              "--steps": (args.steps, 1),
+                              "--rounds": (args.rounds, 1),
+                              "--image-size": (args.image_size, 1)})
     device = device_kind()
     out = output_prefix(args.out, f"train_step_{device}_{args.model}")
 

@@ -43,6 +43,7 @@ from frn_keras.export import export_for_serving  # noqa: E402
 from frn_keras.layers import _wide_broadcast  # noqa: E402
 from frn_keras.serving_requests import INPUT_NAME  # noqa: E402
 from frn_keras.serving_requests import SIGNATURE_NAME  # noqa: E402
+from cli_checks import require_at_least  # noqa: E402
 from inference import randomize  # noqa: E402
 from inference import time_signatures  # noqa: E402
 from median_interval import interval_text  # noqa: E402
@@ -90,8 +91,9 @@ def main(argv=None):
                         help="widen inputs of up to this many channels")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if args.repeats < 3 or min(args.batches) < 1 or args.image_size < 32:
-        parser.error("--repeats >= 3, --batches >= 1, --image-size >= 32")
+    require_at_least(parser, {"--repeats": (args.repeats, 3),
+                              "--batches": (args.batches, 1),
+                              "--image-size": (args.image_size, 32)})
     device = device_kind()
     out = output_prefix(args.out, f"wide_view_{device}_{args.model}")
     rng = np.random.default_rng(1)

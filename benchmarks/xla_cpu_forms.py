@@ -44,6 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 from frn_keras.layers import _activation_boundary  # noqa: E402
 from frn_keras.layers import _staged_sum  # noqa: E402
+from cli_checks import require_at_least  # noqa: E402
 from inference import interleaved  # noqa: E402
 from median_interval import interval_text  # noqa: E402
 from median_interval import paired_ratios  # noqa: E402
@@ -102,11 +103,12 @@ def main(argv=None):
                         help="forward calls per batch size")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if (min(args.rounds, args.repeats) < 3 or args.steps < 1
-            or min(args.batches + [args.train_batch]) < 1
-            or args.image_size < 32):
-        parser.error("--rounds and --repeats >= 3, --steps, --batches and "
-                     "--train-batch >= 1, --image-size >= 32")
+    require_at_least(parser, {"--rounds": (args.rounds, 3),
+                              "--repeats": (args.repeats, 3),
+                              "--steps": (args.steps, 1),
+                              "--batches": (args.batches, 1),
+                              "--train-batch": (args.train_batch, 1),
+                              "--image-size": (args.image_size, 32)})
     device = device_kind()
     out = output_prefix(args.out, f"{args.form}_{device}_{args.model}")
     rows = []

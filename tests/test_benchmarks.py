@@ -420,14 +420,28 @@ def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one(
         assert (not np.allclose(*results, rtol=1e-6)) == uses_mask, pair
 
 
-@pytest.mark.parametrize("script", ["layers", "masked"])
-@pytest.mark.parametrize("flags", [["--inner", "0"], ["--repeats", "2"],
-                                   ["--batch", "0"]])
-def test_layer_timing_scripts_refuse_bad_harness_flags(script, flags, capsys,
-                                                      monkeypatch):
+@pytest.mark.parametrize("script,flags,message", [
+    *[(script, [flag, value], f"{flag} must be >= {minimum}, got {value}")
+      for script in ("layers", "masked")
+      for flag, value, minimum in [("--inner", "0", 1), ("--repeats", "2", 3),
+                                   ("--batch", "0", 1)]],
+    ("inference", ["--batches", "1", "0", "32"], "--batches must be >= 1, got 0"),
+    ("inference", ["--image-size", "16"], "--image-size must be >= 32, got 16"),
+    ("wide_view", ["--repeats", "1"], "--repeats must be >= 3, got 1"),
+    ("graph_ops", ["--chain", "0"], "--chain must be >= 1, got 0"),
+    ("hlo_traffic", ["--batch", "-1"], "--batch must be >= 1, got -1"),
+    ("train_step", ["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    ("xla_cpu_forms", ["--train-batch", "0"],
+     "--train-batch must be >= 1, got 0"),
+    ("batch_size_study", ["--batch-sizes", "2", "0"],
+     "--batch-sizes must be >= 1, got 0"),
+    ("batch_size_study", ["--lr-grid", "0.1", "-0.2"],
+     "--lr-grid must be > 0, got -0.2"),
+])
+def test_benchmark_scripts_refuse_bad_flags_by_name_and_value(
+        script, flags, message, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     with pytest.raises(SystemExit) as error:
         load_benchmark(script).main(flags)
     assert error.value.code == 2
-    assert "--batch and --inner must be >= 1 and --repeats >= 3" in (
-        capsys.readouterr().err)
+    assert message in capsys.readouterr().err
