@@ -90,7 +90,7 @@ def main(argv=None):
                         help="how many held-out digits to send")
     args = parser.parse_args(argv)
     if args.count < 1:
-        parser.error("--count must be >= 1")
+        parser.error(f"--count must be >= 1, got {args.count}")
     if args.rest and not args.rest.startswith(("http://", "https://")):
         parser.error(f"--rest needs an http:// or https:// URL, got {args.rest}")
 

@@ -86,8 +86,10 @@ def check_common_args(parser, args):
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.learning_rate is not None and not args.learning_rate > 0:
         parser.error(f"--learning-rate must be > 0, got {args.learning_rate}")
-    if args.warmup_epochs < 0 or args.weight_decay < 0:
-        parser.error("--warmup-epochs and --weight-decay must be >= 0")
+    for name in ("warmup_epochs", "weight_decay"):
+        value = getattr(args, name)
+        if not value >= 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.fuse_frn_tlu and args.norm != "frn":
         parser.error(f"--fuse-frn-tlu needs --norm frn, got --norm {args.norm}")
 

@@ -266,6 +266,9 @@ def _checked_images(images, height, width):
 
 
 def main(argv=None):
+    """`python -m frn_keras.export MODEL.keras --name NAME`: loads the
+    model, writes `BASE_DIR/NAME/VERSION` with `export_for_serving` and
+    rewrites `BASE_DIR/models.config` for every model there."""
     parser = argparse.ArgumentParser(
         prog="python -m frn_keras.export",
         description="Export a .keras image classifier for TF Serving.",

@@ -139,7 +139,11 @@ def test_imagenet_names_the_archives_its_manual_dir_lacks(tmp_path):
 
 
 @pytest.mark.parametrize("script,args,message", [
-    ("train_cifar.py", ["--batch-size", "0"], "--batch-size must be >= 1"),
+    ("train_cifar.py", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    ("train_cifar.py", ["--weight-decay=-0.5"],
+     "--weight-decay must be >= 0, got -0.5"),
+    ("train_imagenet.py", ["--mock-data", "--warmup-epochs", "nan"],
+     "--warmup-epochs must be >= 0, got nan"),
     ("train_cifar.py", ["--norm", "xn"], "invalid choice: 'xn'"),
     ("train_cifar.py", ["--depth", "19"], "--depth must be 6n + 2"),
     ("train_cifar.py", ["--norm", "bn", "--fuse-frn-tlu"],

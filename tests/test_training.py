@@ -128,7 +128,8 @@ def test_main_job_command_runs(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--epochs", "-2"], "--epochs must be >= 1, got -2"),
     (["--batch-size", "5000"], "--batch-size must be between 1 and 1437 "
      "(the training images), got 5000"),
     (["--save", "model.h5"], "--save must name a .keras file, got model.h5"),

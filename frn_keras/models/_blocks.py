@@ -8,6 +8,8 @@ DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def check_data_format(data_format):
+    """The channel axis of `data_format` (-1 or 1); `ValueError` naming
+    any other value."""
     if data_format not in DATA_FORMATS:
         raise ValueError(
             f"Argument `data_format` must be one of {DATA_FORMATS}. "
@@ -17,6 +19,8 @@ def check_data_format(data_format):
 
 
 def check_num_classes(num_classes):
+    """`num_classes` as an `int`; `ValueError` unless it is an integer
+    >= 1."""
     if not _is_size(num_classes):
         raise ValueError(
             "Argument `num_classes` must be an integer >= 1. "
@@ -74,6 +78,8 @@ def conv(filters, kernel_size, strides=1, data_format="channels_last",
 
 
 def classifier(x, num_classes, data_format):
+    """Global average pooling, then a `Dense` layer of `num_classes`
+    logits (float32 under a mixed policy)."""
     x = keras.layers.GlobalAveragePooling2D(data_format=data_format,
                                             name="pool")(x)
     # Logits in float32 under mixed precision, for a stable softmax / loss.
