@@ -337,8 +337,9 @@ def main(argv=None):
                      f"{args.warmup_fraction}")
     if args.epochs is not None and not args.epochs > 0:
         parser.error(f"--epochs must be > 0, got {args.epochs}")
-    if min(lr_grid) <= 0:
-        parser.error(f"--lr-grid must be > 0, got {min(lr_grid)}")
+    for lr in lr_grid:
+        if not lr > 0:
+            parser.error(f"--lr-grid must be > 0, got {lr}")
     _register_ablation_norms()
     for norm in norms:
         norm_act(norm)  # unknown names fail before any training

@@ -437,6 +437,7 @@ def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one(
      "--batch-sizes must be >= 1, got 0"),
     ("batch_size_study", ["--lr-grid", "0.1", "-0.2"],
      "--lr-grid must be > 0, got -0.2"),
+    ("batch_size_study", ["--lr-grid", "nan"], "--lr-grid must be > 0, got nan"),
 ])
 def test_benchmark_scripts_refuse_bad_flags_by_name_and_value(
         script, flags, message, capsys, monkeypatch):
