@@ -128,9 +128,9 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, "
-                         f"got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.learning_rate is None:
         args.learning_rate = 0.05 * args.batch_size / 32
     if not args.learning_rate > 0:
