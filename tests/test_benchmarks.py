@@ -149,9 +149,7 @@ ENTRY %main.9 (arg0.1: f32[2,8,8,64], arg1.1: f32[1,1,64,64]) -> (f32[2,8,8,64],
 """
 
 
-def test_hlo_traffic_counts_entry_buffers_of_at_least_one_activation(
-        monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+def test_hlo_traffic_counts_entry_buffers_of_at_least_one_activation():
     hlo_traffic = load_benchmark("hlo_traffic")
     act = 2 * 8 * 8 * 64 * 4  # bytes of one f32 activation
     totals = hlo_traffic.traffic(_HLO, 2 * 4096)
@@ -223,8 +221,7 @@ def test_inference_benchmark_folds_batch_norm_exactly(tmp_path):
     ] + ["batch 2: 8 exports x 3 calls"]
 
 
-def test_comparisons_pair_the_fastest_exports_call_by_call(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+def test_comparisons_pair_the_fastest_exports_call_by_call():
     inference = load_benchmark("inference")
     # The machine's slow spells, shared by every variant of a repeat.
     slow_spells = np.array([1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 3.0, 1.0, 1.0, 1.0])
@@ -251,11 +248,9 @@ def test_comparisons_pair_the_fastest_exports_call_by_call(monkeypatch):
         (1.6 / 1.05, 1.6 / 1.05))
 
 
-def test_folding_check_holds_for_a_deep_model_and_catches_a_wrong_fold(
-        monkeypatch):
+def test_folding_check_holds_for_a_deep_model_and_catches_a_wrong_fold():
     import keras
 
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     inference = load_benchmark("inference")
     zoo = load_benchmark("zoo")
     bn = zoo.build_model("resnet_v2_50", "bn", 32)
@@ -354,7 +349,6 @@ def test_layer_timings_wait_for_the_gpu_before_stopping_the_clock(
     # A GPU call returns once its kernels are queued; a timing that stops the
     # clock then measures the queueing. Pretend a GPU is present and check
     # that every timed call is followed by a device sync inside its timing.
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     layers = load_benchmark("layers")
     events = []
     monkeypatch.setattr(layers.tf.config, "list_physical_devices",
@@ -397,9 +391,7 @@ def test_masked_benchmark_quick(tmp_path):
             assert _positive(r, "mask_cost")
 
 
-def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one(
-        monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one():
     masked = load_benchmark("masked")
     mask = masked.padding_mask(8, 10, seed=3)
     lengths = mask.sum(axis=1)
@@ -440,8 +432,7 @@ def test_masked_benchmark_gives_the_mask_to_the_layers_that_take_one(
     ("batch_size_study", ["--lr-grid", "nan"], "--lr-grid must be > 0, got nan"),
 ])
 def test_benchmark_scripts_refuse_bad_flags_by_name_and_value(
-        script, flags, message, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+        script, flags, message, capsys):
     with pytest.raises(SystemExit) as error:
         load_benchmark(script).main(flags)
     assert error.value.code == 2
