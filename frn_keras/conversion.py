@@ -28,6 +28,12 @@ def convert_to_frn(model):
     are converted too. The moving statistics of BatchNorm have no FRN
     counterpart, so fine-tune the converted model.
 
+    A BatchNorm that sees one value per sample and channel (after `Dense`,
+    or on a `(batch, 1, 1, C)` map: the paper's `N = 1` case) becomes an FRN
+    with `learned_epsilon=True`, as the paper advises: with a fixed small
+    epsilon, `x / sqrt(x ** 2 + eps)` is about `sign(x)` and such a layer
+    would pass on little more than the signs of its inputs.
+
     Args:
         model: A Functional or Sequential `keras.Model`.
 
@@ -55,6 +61,7 @@ def convert_to_frn(model):
         if layer.name in bn_axes:
             return FilterResponseNormalization(
                 axis=bn_axes[layer.name],
+                learned_epsilon=_one_position_per_channel(layer),
                 **{key: config[key] for key in _KEPT_FROM_BATCH_NORM},
             )
         if layer.name in relu_axes:
@@ -80,11 +87,24 @@ def convert_to_frn(model):
             continue  # nothing to copy, or copied by the nested conversion
         target = converted.get_layer(layer.name)
         if layer.name in bn_axes:
-            weights = [w for w in (layer.gamma, layer.beta) if w is not None]
-            target.set_weights([w.numpy() for w in weights])
+            for name in ("gamma", "beta"):  # eps_learned keeps its start
+                if getattr(layer, name) is not None:
+                    getattr(target, name).assign(getattr(layer, name))
         else:
             target.set_weights(layer.get_weights())
     return converted
+
+
+def _one_position_per_channel(batch_norm):
+    """Whether a built BatchNorm's input has one value per sample and
+    channel: no axis but the batch and channel axes is longer than 1 (an
+    unknown size counts as longer)."""
+    shape = (batch_norm.get_build_config() or {}).get("input_shape")
+    if not shape:
+        return False
+    channel_axis = batch_norm.axis % len(shape)
+    return all(size == 1 for axis, size in enumerate(shape)
+               if axis not in (0, channel_axis))
 
 
 def _is_relu(layer):

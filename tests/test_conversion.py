@@ -95,6 +95,37 @@ def test_policy_trainable_regularizers_and_constraints_carry_over():
     assert keras.ops.convert_to_numpy(converted(x)).dtype == np.float32
 
 
+@pytest.mark.parametrize("spatial, learned", [
+    ((), True), ((1, 1), True), ((1, 3), False), ((None, None), False)],
+    ids=["after_dense", "1x1_map", "1x3_map", "unknown_size"])
+def test_one_position_per_channel_gets_a_learned_epsilon(spatial, learned):
+    # The paper's N = 1 case: with a fixed epsilon, FRN of one value is
+    # about sign(x), so the conversion learns epsilon there (and only there).
+    inputs = keras.Input((*spatial, 5))
+    h = keras.layers.Dense(4, name="dense")(inputs)
+    h = keras.layers.BatchNormalization(
+        gamma_initializer="random_uniform", beta_initializer="random_uniform",
+        name="bn")(h)
+    original = keras.Model(inputs, keras.layers.ReLU(name="relu")(h))
+
+    converted = convert_to_frn(original)
+
+    frn = converted.get_layer("bn")
+    assert frn.learned_epsilon is learned
+    assert len(frn.weights) == (3 if learned else 2)
+    bn = original.get_layer("bn")
+    np.testing.assert_array_equal(frn.gamma.numpy(), bn.gamma.numpy())
+    np.testing.assert_array_equal(frn.beta.numpy(), bn.beta.numpy())
+    x = np.random.default_rng(3).normal(
+        size=(3, *(s or 2 for s in spatial), 5)).astype("float32")
+    dense_out = keras.Model(original.input, original.get_layer("dense").output)(x)
+    frn_out = keras.Model(converted.input, frn.output)(x)
+    want = ref.frn_forward(np.asarray(dense_out, np.float64), -1,
+                           bn.gamma.numpy(), bn.beta.numpy(), 1e-6,
+                           eps_learned=1e-4 if learned else None)
+    np.testing.assert_allclose(frn_out, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("relu", [
     keras.layers.ReLU(max_value=6.0), keras.layers.ReLU(negative_slope=0.1),
     keras.layers.ReLU(threshold=0.5), keras.layers.Activation("relu6"),
