@@ -57,8 +57,8 @@ def common_parser(description, batch_size, epochs, warmup_epochs,
                         action="store_false", help="train without XLA")
     parser.add_argument("--fuse-frn-tlu", action="store_true",
                         help="with --norm frn: fuse each FRN -> TLU pair into "
-                        "FilterResponseNormalizationTLU (same function, "
-                        "faster under XLA)")
+                        "FilterResponseNormalizationTLU (same function "
+                        "and weights)")
     parser.add_argument("--data-dir", default=None,
                         help="tensorflow-datasets data_dir")
     parser.add_argument("--mock-data", action="store_true",

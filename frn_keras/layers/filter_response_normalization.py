@@ -43,8 +43,8 @@ class FilterResponseNormalization(keras.layers.Layer):
     function. This makes FRN a drop-in replacement for BatchNormalization
     when the per-device batch is small (detection, segmentation, video,
     large models). Follow it with `TLU`, which the paper pairs with it in
-    place of ReLU, or use `FilterResponseNormalizationTLU`, the two fused
-    (faster under XLA).
+    place of ReLU, or use `FilterResponseNormalizationTLU`, the two in one
+    layer.
 
     For inputs with one value per channel (rank 2, e.g. after `Dense`, the
     paper's `N = 1` case) `nu2 = x ** 2` and the output is close to
