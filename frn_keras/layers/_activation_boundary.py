@@ -9,7 +9,7 @@ recomputes its stage's whole chain up to that block, reading every
 convolution output of the stage with the transpose's stride (one cache
 line per element): in ResNet-20's XLA training step (TensorFlow 2.21,
 batch 128) these transposes took about 80% of the step, BatchNorm + ReLU's
-as much as FRN + TLU's (README, "Performance").
+as much as FRN + TLU's (benchmarks/README.md, "Training step").
 
 XLA's fusion does not duplicate a division (its cost model counts it as
 expensive), so the TLU's output divided by a runtime 1 is computed once,

@@ -13,9 +13,9 @@ square or product is formed in the loop that sums it. The group sums are
 multiplied by a runtime 1, or XLA's simplifier merges the two sums back
 into one (and the rewriter splits it again). The 1 is read from the group
 sums, as `isnan(v) | 1` in integers, which is 1 for NaN as well. Only XLA
-traces for the CPU take it; elsewhere the sum is one reduction. (README,
-"Performance": FRN + TLU's forward + backward at 16x16x16x32 went from
-0.91-0.98x to 0.75-0.77x BN + ReLU's time.)
+traces for the CPU take it; elsewhere the sum is one reduction.
+(benchmarks/README.md, "Layer pairs": FRN + TLU's forward + backward at
+16x16x16x32 went from 0.91-0.98x to 0.75-0.77x BN + ReLU's time.)
 """
 
 from keras import ops

@@ -6,7 +6,7 @@ into `dtau`, and XLA:CPU materializes the second before reducing it. This
 gradient writes `dtau` as `sum(dz) - sum(dx)` instead. In a residual network
 the layer before a TLU that follows an addition is FRN, whose `dbeta` is the
 same `sum(dx)`, so XLA computes that sum once, and `dz` is reduced as it is
-(README, "Performance": `benchmarks/hlo_traffic.py`).
+(benchmarks/README.md, "Traffic in the optimized HLO").
 
 Ties `x == tau` send the gradient to `x`, as TensorFlow's gradient of
 `maximum` does. The sums are taken in float32 for float16 / bfloat16 inputs.

@@ -21,7 +21,7 @@ from frn_keras.layers._xla_context import compiled_by_xla
 
 # Only inputs this narrow are widened: in a served ResNetV2-50 (64 to 1024
 # channels) the view saved nothing at batch 32 and its extra ops cost at
-# batch 1 (README, "Performance": `benchmarks/wide_view.py`).
+# batch 1 (benchmarks/README.md, "Serving latency": `wide_view.py`).
 MAX_CHANNELS = 32
 # The inner width to reach, chosen by timing widths of 128 to 2048 at the
 # ResNet-20 and ResNet-50 shapes (exploratory timings; `graph_ops.py` and
