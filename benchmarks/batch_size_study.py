@@ -52,6 +52,7 @@ from frn_keras.models import NO_WEIGHT_DECAY  # noqa: E402
 from frn_keras.models import norm_act  # noqa: E402
 from frn_keras.models import register_norm_act  # noqa: E402
 from cli_checks import require_at_least  # noqa: E402
+from results_files import pyplot  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_TAR = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg.tar.gz")
@@ -269,11 +270,11 @@ def markdown_table(table, batch_sizes, learning_rates, title):
 
 
 def plot(table, batch_sizes, path, title, labels=None):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Plots accuracy (mean +- std) against batch size to `path`; returns
+    False, drawing nothing, without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for norm, cells in table.items():
         bs = [b for b in batch_sizes if b in cells]
@@ -293,6 +294,7 @@ def plot(table, batch_sizes, path, title, labels=None):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def main(argv=None):
@@ -403,20 +405,24 @@ def main(argv=None):
     table = summarize(rows, norms, batch_sizes)
     text = header + markdown_table(table, batch_sizes, learning_rates,
                                    "Held-out accuracy by norm")
-    plot(table, batch_sizes, out + ".png",
-         f"Accuracy vs batch size ({dataset.split(',')[0]})")
+    plots = [(table, out + ".png",
+              f"Accuracy vs batch size ({dataset.split(',')[0]})", None)]
     if ablation:
         names = [n for n in ACTIVATION_ABLATION if n in all_norms]
         activations = summarize(rows, names, batch_sizes)
         text += "\n" + markdown_table(
             activations, batch_sizes, learning_rates,
             "Activation after FRN (frn = TLU, frn_atlu = Affine-TLU)")
-        plot(activations, batch_sizes, out + "_activations.png",
-             "Activation after FRN", labels=ACTIVATION_ABLATION)
+        plots.append((activations, out + "_activations.png",
+                      "Activation after FRN", ACTIVATION_ABLATION))
+    # The table first: it holds the results whether or not a plot is drawn.
     with open(out + ".md", "w") as f:
         f.write(text)
     print(text)
-    print(f"wrote {out}.csv, {out}.md, {out}.png")
+    written = [out + ".csv", out + ".md"] + [
+        path for cells, path, title, labels in plots
+        if plot(cells, batch_sizes, path, title, labels=labels)]
+    print(f"wrote {', '.join(written)}")
     return 0
 
 

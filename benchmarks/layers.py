@@ -37,6 +37,7 @@ from cli_checks import require_at_least  # noqa: E402
 from progress import Progress  # noqa: E402
 from results_files import device_kind  # noqa: E402
 from results_files import output_prefix  # noqa: E402
+from results_files import pyplot  # noqa: E402
 from results_files import write_csv  # noqa: E402
 
 # (name, (H, W, C)) per activation; the batch size is a flag.
@@ -206,10 +207,12 @@ def main(argv=None):
 
     write_csv(out, rows)
     print_table(rows)
-    plot(rows, out + ".png")
+    written = [f"{out}.csv"]
+    if plot(rows, out + ".png"):
+        written.append(f"{out}.png")
     print(f"\nmachine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, TF {tf.__version__}, Keras "
-          f"{keras.__version__}; wrote {out}.csv and {out}.png")
+          f"{keras.__version__}; wrote {' and '.join(written)}")
 
 
 def parse_harness_arguments(parser, argv, repeats):
@@ -244,11 +247,11 @@ def print_table(rows):
 
 
 def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Plots each time over BN + ReLU's to `path`, one panel per XLA setting,
+    precision and pass; returns False, drawing nothing, without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
     panels = sorted({(r["xla"], r["precision"], r["pass"]) for r in rows})
     ncols = min(4, len(panels))
     nrows = -(-len(panels) // ncols)
@@ -269,6 +272,8 @@ def plot(rows, path):
     axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":

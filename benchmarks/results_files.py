@@ -28,3 +28,19 @@ def write_csv(prefix, rows):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files, or None when matplotlib is not
+    installed (it comes with `pip install -e ".[benchmarks]"`): the scripts
+    then write their tables without the plots, and say so."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed, so no plot is drawn "
+              '(pip install -e ".[benchmarks]" adds it)')
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -8,6 +8,7 @@ are known, so the choices and the table are checked against numbers
 computed here, independently."""
 
 import math
+import sys
 
 import keras
 import numpy as np
@@ -272,6 +273,21 @@ def test_protocol_chooses_the_rate_on_validation_and_reports_test(
         table = (tmp_path / "study.md").read_text()
         assert _table_row("bn", 0.2, [2, 8], 3) in table
     assert len(fake_training.calls) == 2 * (3 + 2 * 3)
+
+
+def test_without_matplotlib_the_study_still_writes_its_table(
+        fake_training, monkeypatch, tmp_path, capsys):
+    # Plotting comes last; a missing matplotlib must not lose the results.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    assert study.main(["--quick", "--norms", "gn", "--batch-sizes", "2",
+                       "--lr-grid", "0.1", "--out",
+                       str(tmp_path / "s")]) == 0
+    assert "| gn | 0.1 |" in (tmp_path / "s.md").read_text()
+    assert (tmp_path / "s.csv").exists()
+    assert not (tmp_path / "s.png").exists()
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed" in out
+    assert f"wrote {tmp_path / 's.csv'}, {tmp_path / 's.md'}\n" in out
 
 
 def test_epochs_protocol_gives_each_batch_size_the_same_epochs(

@@ -324,6 +324,24 @@ def test_xla_cpu_forms_benchmark_times_both_traces(tmp_path, form):
     assert [m.split(":")[0] for m in _progress(stdout)] == ["frn_fused"]
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_layers_plot_is_skipped_without_matplotlib(installed, tmp_path,
+                                                   monkeypatch, capsys):
+    layers = load_benchmark("layers")
+    if not installed:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    rows = [{"xla": "on", "precision": "float32", "pass": "fwd",
+             "shape": "2x4x4x8", "pair": pair, "vs_bn": 1.0}
+            for pair in layers.PAIRS]
+    path = tmp_path / "plot.png"
+
+    assert layers.plot(rows, str(path)) is installed
+
+    assert path.exists() is installed
+    assert ("matplotlib is not installed" in capsys.readouterr().out) is (
+        not installed)
+
+
 def test_batch_size_study_quick_writes_csv_table_and_plot(tmp_path):
     rows, stdout = _run("batch_size_study.py",
                         ["--quick", "--steps", "10", "--seeds", "2"], tmp_path)
