@@ -15,6 +15,7 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
+from frn_keras._optional import import_optional
 from frn_keras.serving_requests import INPUT_NAME
 from frn_keras.serving_requests import SIGNATURE_NAME
 
@@ -22,8 +23,18 @@ from frn_keras.serving_requests import SIGNATURE_NAME
 def to_tflite(saved_model_dir, output_path):
     """Converts to a `.tflite` file with TFLite built-in ops only.
 
+    Args:
+        saved_model_dir: A version folder written by
+            `frn_keras.export.export_for_serving`.
+        output_path: The `.tflite` file to write.
+
     Returns:
         `output_path`.
+
+    Raises:
+        ConverterError: TFLite's converter error (not exported under
+            `tf.lite`), naming the op, if the model needs an op that has no
+            TFLite builtin (it would need the Flex delegate).
     """
     with tempfile.TemporaryDirectory() as portable_dir:
         converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -40,11 +51,20 @@ def to_onnx(saved_model_dir, output_path, opset=17):
     """Converts to an `.onnx` file with `tf2onnx` (`pip install
     "frn_keras[onnx]"`).
 
+    Args:
+        saved_model_dir: A version folder written by
+            `frn_keras.export.export_for_serving`.
+        output_path: The `.onnx` file to write.
+        opset: The ONNX opset to target. Defaults to `17`.
+
     Returns:
         `output_path`.
-    """
-    import tf2onnx
 
+    Raises:
+        ImportError: If `tf2onnx` is not installed.
+    """
+    tf2onnx = import_optional("tf2onnx", "tf2onnx", "onnx",
+                              "Converting to ONNX")
     with tempfile.TemporaryDirectory() as portable_dir:
         loaded = tf.saved_model.load(
             portable_copy(saved_model_dir, portable_dir))
@@ -64,6 +84,11 @@ def portable_copy(saved_model_dir, output_dir):
     """Writes the `serving_default` signature of a serving SavedModel to
     `output_dir`, its variables frozen to constants and each
     `EuclideanNorm` replaced by `sqrt(sum(square(x)))`, the same value.
+
+    Args:
+        saved_model_dir: A version folder written by
+            `frn_keras.export.export_for_serving`.
+        output_dir: Where to write the copy.
 
     Returns:
         `output_dir`.

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from frn_keras._optional import serving_api
 from frn_keras.offset_folding import fold_frn_offsets
 from frn_keras.offset_folding import has_frn_offsets_to_fold
 from frn_keras.serving_requests import INPUT_NAME
@@ -89,6 +90,9 @@ def export_for_serving(
             known `H` and `W`, a bad `model_name` or `version`, warm-up
             images of another shape, or an existing version without
             `overwrite=True`.
+        ImportError: If `tensorflow-serving-api`, which writes the warm-up
+            requests, is not installed (`pip install "frn_keras[serving]"`);
+            checked before anything is written.
     """
     height, width = _image_size(model)
     _check_model_name(model_name)
@@ -117,6 +121,7 @@ def export_for_serving(
             "pass overwrite=True (--overwrite) to replace it. "
             f"Received: version={version}"
         )
+    serving_api("prediction_log_pb2")  # before anything is written
     os.makedirs(model_dir, exist_ok=True)
     served = _served_model(model, fold_offsets)
 
@@ -293,6 +298,10 @@ def main(argv=None):
         parser.error(f"no .keras model file at {args.keras_model}")
     if args.version < 1:
         parser.error(f"--version must be >= 1, got {args.version}")
+    try:
+        serving_api("prediction_log_pb2")
+    except ImportError as error:
+        parser.error(str(error))
 
     import frn_keras  # noqa: F401  (registers the layers for loading)
 

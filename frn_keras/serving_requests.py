@@ -14,6 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from frn_keras._optional import serving_api
+
 INPUT_NAME = "images"
 SIGNATURE_NAME = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -120,9 +122,9 @@ def grpc_predict_request(
     Raises:
         ValueError: If `images` is not a batch of RGB pixels 0..255, or
             `version` is not `None` or an integer >= 1.
+        ImportError: If `tensorflow-serving-api` is not installed.
     """
-    from tensorflow_serving.apis import predict_pb2
-
+    predict_pb2 = serving_api("predict_pb2")
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
@@ -143,9 +145,11 @@ def write_warmup_requests(assets_extra_dir, model_name, batches):
 
     Returns:
         The path of the written file.
-    """
-    from tensorflow_serving.apis import prediction_log_pb2
 
+    Raises:
+        ImportError: If `tensorflow-serving-api` is not installed.
+    """
+    prediction_log_pb2 = serving_api("prediction_log_pb2")
     # Every batch is checked before the file is opened: no partial file.
     logs = [
         prediction_log_pb2.PredictionLog(

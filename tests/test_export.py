@@ -576,6 +576,49 @@ def test_tflite_conversion_refuses_ops_without_a_builtin(tmp_path):
         converters.to_tflite(str(tmp_path / "1"), str(tmp_path / "m.tflite"))
 
 
+SERVING_API_MODULES = ("tensorflow_serving", "tensorflow_serving.apis",
+                       "tensorflow_serving.apis.predict_pb2",
+                       "tensorflow_serving.apis.prediction_log_pb2")
+
+
+def test_without_the_serving_api_its_users_say_what_to_install(
+        exported, tmp_path, monkeypatch, capsys):
+    # Hidden (None in sys.modules makes its import fail), as on an install
+    # without the `serving` extra: the export fails before writing anything,
+    # and every error names the package and the extra.
+    for module in SERVING_API_MODULES:
+        monkeypatch.setitem(sys.modules, module, None)
+    model, version_dir = exported
+    wanted = r"tensorflow-serving-api.*frn_keras\[serving\]"
+    with pytest.raises(ImportError, match=wanted):
+        export_for_serving(model, str(tmp_path / "models"), "m")
+    assert not (tmp_path / "models").exists()
+    pixels = np.zeros((1, 8, 8, 3), np.uint8)
+    with pytest.raises(ImportError, match=wanted):
+        serving_requests.grpc_predict_request(pixels, "m")
+    with pytest.raises(ImportError, match=wanted):
+        serving_requests.write_warmup_requests(str(tmp_path / "w"), "m",
+                                               [pixels])
+    assert not (tmp_path / "w").exists()
+    keras_path = version_dir.parent / f"{version_dir.name}.keras"
+    assert keras_path.is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(keras_path), "--base-dir", str(tmp_path / "models"),
+                     "--name", "m"])
+    assert exit_info.value.code == 2
+    assert re.search(wanted, capsys.readouterr().err)
+    assert not (tmp_path / "models").exists()
+
+
+def test_onnx_conversion_without_tf2onnx_says_what_to_install(
+        exported, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    _, version_dir = exported
+    with pytest.raises(ImportError, match=r"`tf2onnx`.*frn_keras\[onnx\]"):
+        converters.to_onnx(str(version_dir), str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_onnx_conversion_matches_keras(exported, digits, tmp_path):
     import onnxruntime
 
