@@ -419,9 +419,10 @@ def main(argv=None):
     with open(out + ".md", "w") as f:
         f.write(text)
     print(text)
-    written = [out + ".csv", out + ".md"] + [
-        path for cells, path, title, labels in plots
-        if plot(cells, batch_sizes, path, title, labels=labels)]
+    written = [out + ".csv", out + ".md"]
+    for cells, path, title, labels in plots:
+        if plot(cells, batch_sizes, path, title, labels=labels):
+            written.append(path)
     print(f"wrote {', '.join(written)}")
     return 0
 
