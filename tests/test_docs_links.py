@@ -21,16 +21,19 @@ def _slug(heading):
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def _headings(path):
-    text = _outside_code_blocks((ROOT / path).read_text())
+def _prose(path):
+    return _outside_code_blocks((ROOT / path).read_text())
+
+
+def _headings(text):
     return re.findall(r"^#{1,6} (.+)$", text, flags=re.M)
 
 
 def _section_names(path):
     """Headings and the bold leads that open a paragraph (`**Name.**`)."""
-    text = _outside_code_blocks((ROOT / path).read_text())
+    text = _prose(path)
     bold_leads = re.findall(r"^\*\*([^*]+?)\.?\*\*", text, flags=re.M)
-    return _headings(path) + bold_leads
+    return _headings(text) + bold_leads
 
 
 def test_slug_matches_github_anchors():
@@ -42,8 +45,7 @@ def test_slug_matches_github_anchors():
 
 def _links():
     for document in DOCUMENTS:
-        text = _outside_code_blocks((ROOT / document).read_text())
-        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        for target in re.findall(r"\]\(([^)\s]+)\)", _prose(document)):
             if "://" not in target:
                 yield document, target
 
@@ -55,7 +57,7 @@ def test_markdown_links_resolve(document, target):
     assert linked.exists(), f"{document}: no file {path}"
     if anchor:
         relative = linked.resolve().relative_to(ROOT).as_posix()
-        anchors = {_slug(h) for h in _headings(relative)}
+        anchors = {_slug(h) for h in _headings(_prose(relative))}
         assert anchor in anchors, f"{document}: no heading #{anchor} in {relative}"
 
 
