@@ -87,6 +87,13 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
             z = computed_once(z, p["tau"])
 
         def grad(*args, upstream=None):
+            if 0 in x.shape:
+                # An empty input: every gradient is a sum over nothing.
+                # (The formulas below would be 0 too, but TensorFlow's graph
+                # optimizer crashes the process (SIGFPE) on `s * dy` when
+                # `dy` is a constant of ones with a zero size.)
+                return (ops.zeros_like(x),
+                        *(ops.zeros_like(p[name]) for name in names))
             dz = args[-1] if upstream is None else upstream
             dy = ops.where(y >= p["tau"], dz, 0) if "tau" in p else dz
             dy_x = spatial_sum(dy * x)
@@ -121,13 +128,18 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
 def _positions(x, axes):
     """N, the number of positions summed over: a Python number, or a
     tensor where a spatial size is unknown until run time (fully
-    convolutional)."""
+    convolutional). At least 1, as for a sample that its mask leaves
+    empty: with no positions the sum of squares is 0, not 0 / 0 = NaN
+    (which would reach gamma's gradient)."""
     n = 1
+    dynamic = False
     for axis in axes:
-        size = x.shape[axis] if x.shape[axis] is not None else ops.cast(
-            ops.shape(x)[axis], x.dtype)
+        size = x.shape[axis]
+        if size is None:
+            size = ops.cast(ops.shape(x)[axis], x.dtype)
+            dynamic = True
         n = n * size
-    return n
+    return ops.maximum(n, 1) if dynamic else max(n, 1)
 
 
 def _scale_offset_threshold(x, s, beta, tau, k):

@@ -37,10 +37,11 @@ def widening_factor(shape):
     divisor of its positions (the product of `shape[1:-1]`) with
     `k * channels >= MIN_WIDTH` and `k <= positions / MAX_TILE_FRACTION`.
     1 (no widening) when there is none, when there are more than
-    `MAX_CHANNELS` channels, when a position axis is unknown, when the
-    trace is compiled by XLA, or when the backend is not TensorFlow."""
+    `MAX_CHANNELS` channels or none (an empty tensor), when a position
+    axis is unknown, when the trace is compiled by XLA, or when the
+    backend is not TensorFlow."""
     channels = shape[-1]
-    if len(shape) < 3 or None in shape[1:] or channels > MAX_CHANNELS:
+    if len(shape) < 3 or None in shape[1:] or not 0 < channels <= MAX_CHANNELS:
         return 1
     if backend.backend() != "tensorflow" or compiled_by_xla():
         return 1

@@ -226,7 +226,9 @@ class FilterResponseNormalization(keras.layers.Layer):
             mask=mask,
         )
         if self._folded_shape is not None:
-            static = None not in inputs.shape[1:]
+            # -1 stands for the batch size, which a reshape cannot infer
+            # from an empty tensor (PyTorch raises).
+            static = None not in inputs.shape[1:] and 0 not in inputs.shape
             outputs = ops.reshape(outputs, (-1, *inputs.shape[1:]) if static
                                   else ops.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
@@ -264,8 +266,11 @@ class FilterResponseNormalization(keras.layers.Layer):
             if inputs.shape[i] is None:
                 return (ops.shape(inputs)[0], *self._folded_shape)
             positions *= inputs.shape[i]
-        return (-1, *(positions if d == -1 else d
-                      for d in self._folded_shape))
+        folded = tuple(positions if d == -1 else d
+                       for d in self._folded_shape)
+        # As in `_normalize`: -1 cannot be inferred for an empty tensor.
+        batch = ops.shape(inputs)[0] if 0 in inputs.shape else -1
+        return (batch, *folded)
 
     def compute_output_shape(self, input_shape):
         resolve_channel_axis(self.axis, input_shape, self.name)
