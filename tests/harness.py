@@ -41,6 +41,46 @@ def outputs_and_gradients(layer, x, upstream, **call_kwargs):
     return keras.ops.convert_to_numpy(y), by_name
 
 
+def penalty_gradients(layer, x, w, v, **call_kwargs):
+    """The gradients of `P = sum(v * d/dx sum(w * layer(x)))`, a
+    gradient penalty's form, w.r.t. `x` and each trainable weight (by
+    name), as NumPy arrays, on the active backend: second-order gradients
+    through the layer's backward pass. Where P does not depend on a weight
+    (FRN's beta), its gradient is zeros."""
+    backend = keras.backend.backend()
+    gradients = {"tensorflow": _tensorflow_penalty_gradients,
+                 "jax": _jax_penalty_gradients,
+                 "torch": _torch_penalty_gradients}[backend]
+    names = ["x"] + [weight.name for weight in layer.trainable_weights]
+    values = [np.asarray(x)] + [keras.ops.convert_to_numpy(weight.value)
+                                for weight in layer.trainable_weights]
+    grads = gradients(layer, x, w, v, call_kwargs)
+    return {name: np.zeros_like(value) if g is None else np.asarray(g)
+            for name, value, g in zip(names, values, grads)}
+
+
+def assert_penalty_gradients_match(layer, x, w, v, reference_grad_x,
+                                   params, keys, **call_kwargs):
+    """`penalty_gradients` of `layer` against central differences of P,
+    with `reference_grad_x(x, params)` (float64 NumPy) as the layer's
+    `d/dx sum(w * layer(x))`. `keys` maps each trainable weight's name to
+    its key in `params`."""
+    def penalty(x, **changed):
+        return np.sum(v * reference_grad_x(x, {**params, **changed}))
+
+    got = penalty_gradients(layer, x, w, v, **call_kwargs)
+    want = {"x": numerical_gradient(penalty, x)}
+    for name, key in keys.items():
+        want[name] = np.reshape(numerical_gradient(
+            lambda value, key=key: penalty(x, **{key: value}), params[key]),
+            got[name].shape)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        scale = np.abs(want[name]).max()
+        assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7 * scale,
+                        err_msg=name)
+
+
 def numerical_gradient(f, value, h=1e-6):
     """Central finite differences of the scalar `f` at `value` (float64)."""
     value = np.array(value, np.float64)
@@ -129,6 +169,53 @@ def _jax_gradients(layer, x, upstream, call_kwargs):
     (_, y), (grad_w, grad_x) = jax.value_and_grad(
         loss, argnums=(0, 1), has_aux=True)(trainable, jnp.asarray(x))
     return y, grad_x, grad_w
+
+
+def _tensorflow_penalty_gradients(layer, x, w, v, call_kwargs):
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            loss = tf.reduce_sum(w * layer(x, **call_kwargs))
+        penalty = tf.reduce_sum(v * inner.gradient(loss, x))
+    grads = outer.gradient(
+        penalty, [x] + [weight.value for weight in layer.trainable_weights])
+    return [None if g is None else g.numpy() for g in grads]
+
+
+def _jax_penalty_gradients(layer, x, w, v, call_kwargs):
+    import jax
+    import jax.numpy as jnp
+
+    non_trainable = [weight.value for weight in layer.non_trainable_weights]
+
+    def loss(trainable, x):
+        y, _ = layer.stateless_call(trainable, non_trainable, x,
+                                    **call_kwargs)
+        return jnp.sum(w * y)
+
+    def penalty(trainable, x):
+        return jnp.sum(v * jax.grad(loss, argnums=1)(trainable, x))
+
+    trainable = [weight.value for weight in layer.trainable_weights]
+    grad_w, grad_x = jax.grad(penalty, argnums=(0, 1))(trainable,
+                                                       jnp.asarray(x))
+    return [grad_x, *grad_w]
+
+
+def _torch_penalty_gradients(layer, x, w, v, call_kwargs):
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    loss = torch.sum(torch.tensor(w) * layer(x, **call_kwargs))
+    (grad_x,) = torch.autograd.grad(loss, x, create_graph=True)
+    penalty = torch.sum(torch.tensor(v) * grad_x)
+    weights = [weight.value for weight in layer.trainable_weights]
+    grads = torch.autograd.grad(penalty, [x] + weights, allow_unused=True)
+    return [None if g is None else g.detach().numpy() for g in grads]
 
 
 def _torch_gradients(layer, x, upstream, call_kwargs):

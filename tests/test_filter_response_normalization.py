@@ -390,6 +390,32 @@ def test_second_order_gradients_match_autodiff_of_the_formula():
         rtol=1e-8, atol=1e-10)
 
 
+PENALTY_SHAPES_AND_AXES = [((4, 6), -1), ((3, 5, 6), -1), ((2, 5, 4, 6), -1),
+                           ((2, 6, 5, 4), 1)]
+
+
+@pytest.mark.all_backends
+@pytest.mark.parametrize("shape,axis", PENALTY_SHAPES_AND_AXES,
+                         ids=harness.ids(PENALTY_SHAPES_AND_AXES))
+def test_gradient_penalty_gradients_match_reference(shape, axis):
+    # A gradient penalty, P = sum(v * d/dx sum(w * frn(x))), trains the
+    # weights through the derivative of the analytic backward: its
+    # gradients w.r.t. x and the weights, against central differences of P
+    # computed with the float64 NumPy reference's backward.
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=shape) * 0.05
+    w, v = rng.normal(size=shape), rng.normal(size=shape)
+    layer, params = _random_frn(shape, axis, learned_epsilon=True)
+
+    def reference_grad_x(x, p):
+        return ref.frn_backward(x, axis, p["gamma"], p["beta"], 1e-4,
+                                p["eps_learned"], w)["x"]
+
+    harness.assert_penalty_gradients_match(
+        layer, x, w, v, reference_grad_x, params,
+        {"gamma": "gamma", "beta": "beta", "learned_epsilon": "eps_learned"})
+
+
 @pytest.mark.parametrize("in_function", [False, True])
 def test_second_order_gradients_at_an_all_zero_channel(in_function):
     # A dead channel (all zeros, as after a ReLU) has nu2 = 0. The

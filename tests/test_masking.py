@@ -272,6 +272,30 @@ def test_masked_gradients_match_float64_reference_on_every_path(
                                    atol=1e-11 * scale, err_msg=name)
 
 
+@pytest.mark.all_backends
+@pytest.mark.parametrize(
+    "cls", [FilterResponseNormalization, FilterResponseNormalizationTLU])
+def test_masked_gradient_penalty_gradients_match_reference(cls):
+    # P = sum(v * d/dx sum(w * layer(x, mask))): its gradients w.r.t. x and
+    # the weights against central differences of P computed with the
+    # reference's masked backward (a sample with no valid position too).
+    rng = np.random.default_rng(17)
+    shape, axis = (3, 7, 5), -1
+    x = rng.normal(size=shape) * 0.05
+    w, v = rng.normal(size=shape), rng.normal(size=shape)
+    mask = _random_mask(shape, axis, rng)
+    layer, params = _random_layer(cls, shape, axis)
+    keys = {"gamma": "gamma", "beta": "beta", "learned_epsilon": "eps_learned"}
+    if cls is FilterResponseNormalizationTLU:
+        keys["tau"] = "tau"
+
+    def reference_grad_x(x, p):
+        return _reference(cls, x, axis, p, mask, w)[1]["x"]
+
+    harness.assert_penalty_gradients_match(
+        layer, x, w, v, reference_grad_x, params, keys, mask=mask)
+
+
 @pytest.mark.parametrize("in_function", [False, True])
 def test_masked_second_order_gradients_match_autodiff_of_the_formula(
         in_function):

@@ -30,6 +30,7 @@ broadcasts the per-channel tensors faster.
 same formulas in float64 NumPy, checked against finite differences.)
 """
 
+from keras import backend
 from keras import ops
 
 from frn_keras.layers._activation_boundary import computed_once
@@ -59,22 +60,19 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
     weights = (("gamma", gamma), ("beta", beta), ("eps_learned", eps_learned),
                ("tau", tau))
     names = [name for name, value in weights if value is not None]
-    # Sums over the spatial axes; with none (rank-2 input) a sum is x itself.
-    spatial_sum = (lambda t: staged_sum(t, axes)) if axes \
-        else (lambda t: t)
     if mask is None:
         n = _positions(x, axes)
     else:
-        n = ops.maximum(spatial_sum(ops.cast(mask, x.dtype)), 1)
+        n = ops.maximum(_spatial_sum(ops.cast(mask, x.dtype), axes), 1)
 
     # Channels-last (batch, positions, C): broadcast over a wide last axis
     # outside XLA (see _wide_broadcast).
     k = widening_factor(x.shape) if axes == (1,) and len(x.shape) == 3 \
         else 1
 
-    @ops.custom_gradient
-    def forward(x, *params):
-        p = dict(zip(names, params))
+    def normalize(x, p):
+        """`(counted, r, s, y, z)` of the forward pass, `p` the weights by
+        name."""
         eps = epsilon
         if "eps_learned" in p:
             eps = eps + ops.abs(p["eps_learned"])
@@ -83,6 +81,12 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         r = ops.rsqrt(sum_of_squares(counted, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
         y, z = _scale_offset_threshold(x, s, p.get("beta"), p.get("tau"), k)
+        return counted, r, s, y, z
+
+    @ops.custom_gradient
+    def forward(x, *params):
+        p = dict(zip(names, params))
+        counted, r, s, y, z = normalize(x, p)
         if "tau" in p:
             z = computed_once(z, p["tau"])
 
@@ -95,34 +99,67 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                 return (ops.zeros_like(x),
                         *(ops.zeros_like(p[name]) for name in names))
             dz = args[-1] if upstream is None else upstream
-            dy = ops.where(y >= p["tau"], dz, 0) if "tau" in p else dz
-            dy_x = spatial_sum(dy * x)
-            dx = s * dy - counted * (s * ops.square(r) * dy_x / n)
-            grads = {}
-            batch_and_spatial = (0, *axes)
-            if "gamma" in p:
-                grads["gamma"] = ops.sum(r * dy_x, axis=0, keepdims=True)
-            if "beta" in p:
-                grads["beta"] = ops.sum(dy, axis=batch_and_spatial,
-                                        keepdims=True)
-            if "eps_learned" in p:
-                d_eps = ops.sum(-0.5 * s * ops.square(r) * dy_x)
-                grads["eps_learned"] = ops.reshape(
-                    d_eps, (1,)) * ops.sign(p["eps_learned"])
-            if "tau" in p:
-                # sum(dz - dy) as sum(dz) - sum(dy), reusing dbeta's sum:
-                # XLA then reduces dz alone, one pass over x fewer.
-                dy_sum = grads["beta"] if "beta" in p else ops.sum(
-                    dy, axis=batch_and_spatial, keepdims=True)
-                grads["tau"] = ops.sum(dz, axis=batch_and_spatial,
-                                       keepdims=True) - dy_sum
-            # Each gradient in its weight's own shape ((C,) broadcasts).
-            return (dx, *(ops.reshape(grads[name], ops.shape(p[name]))
-                          for name in names))
+            if not backward_is_recorded():
+                return _backward(dz, x, p, counted, r, s, y, n, axes)
+            # PyTorch records this backward to differentiate it again (a
+            # gradient penalty): Keras ran the forward unrecorded, so r, s
+            # and y are constants here. Recomputed from the saved inputs,
+            # `args`, they carry their dependence on x and the weights.
+            x_saved, *params_saved = args
+            p_saved = dict(zip(names, params_saved))
+            return _backward(dz, x_saved, p_saved,
+                             *normalize(x_saved, p_saved)[:4], n, axes)
 
         return z, grad
 
     return forward(x, *(value for _, value in weights if value is not None))
+
+
+def _backward(dz, x, p, counted, r, s, y, n, axes):
+    """The gradients w.r.t. `x` and each weight in `p` (in `p`'s order),
+    given the upstream gradient `dz` and the forward pass's values (see
+    the module's docstring for the formulas)."""
+    dy = ops.where(y >= p["tau"], dz, 0) if "tau" in p else dz
+    dy_x = _spatial_sum(dy * x, axes)
+    dx = s * dy - counted * (s * ops.square(r) * dy_x / n)
+    grads = {}
+    batch_and_spatial = (0, *axes)
+    if "gamma" in p:
+        grads["gamma"] = ops.sum(r * dy_x, axis=0, keepdims=True)
+    if "beta" in p:
+        grads["beta"] = ops.sum(dy, axis=batch_and_spatial, keepdims=True)
+    if "eps_learned" in p:
+        d_eps = ops.sum(-0.5 * s * ops.square(r) * dy_x)
+        grads["eps_learned"] = ops.reshape(
+            d_eps, (1,)) * ops.sign(p["eps_learned"])
+    if "tau" in p:
+        # sum(dz - dy) as sum(dz) - sum(dy), reusing dbeta's sum: XLA then
+        # reduces dz alone, one pass over x fewer.
+        dy_sum = grads["beta"] if "beta" in p else ops.sum(
+            dy, axis=batch_and_spatial, keepdims=True)
+        grads["tau"] = ops.sum(dz, axis=batch_and_spatial,
+                               keepdims=True) - dy_sum
+    # Each gradient in its weight's own shape ((C,) broadcasts).
+    return (dx, *(ops.reshape(grads[name], ops.shape(value))
+                  for name, value in p.items()))
+
+
+def _spatial_sum(t, axes):
+    """The sum over the spatial `axes`, kept as size-1 axes; with none
+    (rank-2 input: N = 1) the sum is `t` itself."""
+    return staged_sum(t, axes) if axes else t
+
+
+def backward_is_recorded():
+    """Whether a custom gradient's backward is being recorded to be
+    differentiated again: PyTorch's backward with `create_graph=True`.
+    (TensorFlow and JAX trace the forward pass, whose values the backward
+    can then use; Keras runs it unrecorded under PyTorch.)"""
+    if backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def _positions(x, axes):
