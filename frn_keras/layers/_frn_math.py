@@ -99,7 +99,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
                 return (ops.zeros_like(x),
                         *(ops.zeros_like(p[name]) for name in names))
             dz = args[-1] if upstream is None else upstream
-            if not backward_is_recorded():
+            if not _backward_is_recorded():
                 return _backward(dz, x, p, counted, r, s, y, n, axes)
             # PyTorch records this backward to differentiate it again (a
             # gradient penalty): Keras ran the forward unrecorded, so r, s
@@ -150,7 +150,7 @@ def _spatial_sum(t, axes):
     return staged_sum(t, axes) if axes else t
 
 
-def backward_is_recorded():
+def _backward_is_recorded():
     """Whether a custom gradient's backward is being recorded to be
     differentiated again: PyTorch's backward with `create_graph=True`.
     (TensorFlow and JAX trace the forward pass, whose values the backward
