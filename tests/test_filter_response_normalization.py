@@ -2,6 +2,8 @@
 properties (batch independence, training == inference, XLA == eager), mixed
 precision and argument checking."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +13,9 @@ import keras
 from frn_keras import FilterResponseNormalization
 from tests import harness
 from tests import numpy_reference as ref
+
+# The N = 1 cases without a learned epsilon warn (as they should).
+N1_WARNING = "ignore:.*single value per sample:UserWarning"
 
 
 def _random_frn(shape, axis, learned_epsilon, dtype="float64", seed=0):
@@ -40,6 +45,7 @@ def _reference(x, axis, params):
 
 
 @pytest.mark.all_backends
+@pytest.mark.filterwarnings(N1_WARNING)
 @pytest.mark.parametrize("learned_epsilon", [False, True])
 @pytest.mark.parametrize(
     "shape,axis",
@@ -299,8 +305,30 @@ def test_learned_epsilon_starting_at_zero_raises(value):
                                     learned_epsilon_initializer=value)
     # Unused without a learned epsilon, where 0 is harmless.
     layer = FilterResponseNormalization(learned_epsilon_initializer=value)
-    layer.build((None, 4))
+    layer.build((None, 3, 4))
     assert layer.eps_learned is None and len(layer.weights) == 2
+
+
+@pytest.mark.parametrize("shape,axis", [((None, 4), -1), ((None, 4), 1),
+                                        ((None, 1, 1, 4), -1),
+                                        ((None, 4, 1, 1), 1),
+                                        ((None, 1, 4), -1)])
+def test_a_single_position_without_learned_epsilon_warns(shape, axis):
+    # N = 1: x / sqrt(x^2 + eps) is about sign(x), with almost no gradient.
+    with pytest.warns(UserWarning, match=r"single value per sample.*"
+                      r"learned_epsilon=True"):
+        FilterResponseNormalization(axis=axis).build(shape)
+
+
+@pytest.mark.parametrize("shape,learned_epsilon", [
+    ((None, 4), True), ((None, 1, 1, 4), True), ((None, 2, 1, 4), False),
+    ((None, None, None, 4), False), ((None, None, 4), False)])
+def test_several_or_unknown_positions_or_a_learned_epsilon_do_not_warn(
+        shape, learned_epsilon):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FilterResponseNormalization(learned_epsilon=learned_epsilon).build(
+            shape)
 
 
 def test_learned_epsilon_must_be_bool():

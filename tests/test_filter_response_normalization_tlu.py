@@ -60,6 +60,8 @@ def _reference_gradients(x, axis, params, upstream):
 
 
 @pytest.mark.all_backends
+# The N = 1 cases without a learned epsilon warn (as they should).
+@pytest.mark.filterwarnings("ignore:.*single value per sample:UserWarning")
 @pytest.mark.parametrize("learned_epsilon", [False, True])
 @pytest.mark.parametrize(
     "shape,axis",

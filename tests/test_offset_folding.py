@@ -68,6 +68,8 @@ def test_fused_pair_before_1x1_conv_matches_float64_reference():
     assert [w.name for w in frn.weights] == ["gamma", "tau"]
 
 
+# dense_rank2 is FRN at N = 1 without a learned epsilon, which warns.
+@pytest.mark.filterwarnings("ignore:.*single value per sample:UserWarning")
 @pytest.mark.parametrize("case", [
     "frn_tlu_conv", "fused_conv_with_bias_and_relu", "frn_conv",
     "two_readers", "channels_first", "conv1d", "conv3d", "dense_rank2",

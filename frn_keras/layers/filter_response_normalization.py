@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -50,7 +51,8 @@ class FilterResponseNormalization(keras.layers.Layer):
     paper's `N = 1` case) `nu2 = x ** 2` and the output is close to
     `gamma * sign(x) + beta` unless `eps` is large enough; the paper's advice
     there is `learned_epsilon=True`, which learns
-    `eps = epsilon + |eps_learned|`.
+    `eps = epsilon + |eps_learned|`. Built without it on such an input
+    (rank 2, or every spatial size 1), the layer warns.
 
     Under mixed precision (`"mixed_float16"`, `"mixed_bfloat16"`) the weights
     stay in float32, the statistics and the normalization are computed in
@@ -188,6 +190,15 @@ class FilterResponseNormalization(keras.layers.Layer):
         self._folded_axis = axis
         self._broadcast_shape = broadcast_shape(rank, axis, channels)
 
+        if not self.learned_epsilon and all(
+                input_shape[i] == 1 for i in self._spatial_axes):
+            warnings.warn(
+                f"Layer '{self.name}' normalizes a single value per sample "
+                f"and channel (input_shape={tuple(input_shape)}: N = 1), "
+                "where FRN computes about gamma * sign(x) + beta and passes "
+                "almost no gradient to x unless epsilon is large. The "
+                "paper learns epsilon there: pass learned_epsilon=True.",
+                UserWarning, stacklevel=2)
         add_affine_weights(self, channels)
         self.eps_learned = None
         if self.learned_epsilon:
