@@ -59,14 +59,18 @@ def penalty_gradients(layer, x, w, v, **call_kwargs):
             for name, value, g in zip(names, values, grads)}
 
 
-def assert_penalty_gradients_match(layer, x, w, v, reference_grad_x,
+def assert_penalty_gradients_match(layer, shape, seed, reference_grad_x,
                                    params, keys, **call_kwargs):
-    """`penalty_gradients` of `layer` against central differences of P,
-    with `reference_grad_x(x, params)` (float64 NumPy) as the layer's
-    `d/dx sum(w * layer(x))`. `keys` maps each trainable weight's name to
-    its key in `params`."""
+    """`penalty_gradients` of `layer` at random `x`, `w` and `v` of `shape`
+    against central differences of P, with `reference_grad_x(x, params, w)`
+    (float64 NumPy) as the layer's `d/dx sum(w * layer(x))`. `keys` maps
+    each trainable weight's name to its key in `params`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape) * 0.05  # small, so that eps matters
+    w, v = rng.normal(size=shape), rng.normal(size=shape)
+
     def penalty(x, **changed):
-        return np.sum(v * reference_grad_x(x, {**params, **changed}))
+        return np.sum(v * reference_grad_x(x, {**params, **changed}, w))
 
     got = penalty_gradients(layer, x, w, v, **call_kwargs)
     want = {"x": numerical_gradient(penalty, x)}

@@ -430,17 +430,14 @@ def test_gradient_penalty_gradients_match_reference(shape, axis):
     # weights through the derivative of the analytic backward: its
     # gradients w.r.t. x and the weights, against central differences of P
     # computed with the float64 NumPy reference's backward.
-    rng = np.random.default_rng(14)
-    x = rng.normal(size=shape) * 0.05
-    w, v = rng.normal(size=shape), rng.normal(size=shape)
     layer, params = _random_frn(shape, axis, learned_epsilon=True)
 
-    def reference_grad_x(x, p):
+    def reference_grad_x(x, p, w):
         return ref.frn_backward(x, axis, p["gamma"], p["beta"], 1e-4,
                                 p["eps_learned"], w)["x"]
 
     harness.assert_penalty_gradients_match(
-        layer, x, w, v, reference_grad_x, params,
+        layer, shape, 14, reference_grad_x, params,
         {"gamma": "gamma", "beta": "beta", "learned_epsilon": "eps_learned"})
 
 
