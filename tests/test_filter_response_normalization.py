@@ -331,9 +331,40 @@ def test_several_or_unknown_positions_or_a_learned_epsilon_do_not_warn(
             shape)
 
 
-def test_learned_epsilon_must_be_bool():
-    with pytest.raises(ValueError, match=r"Received: learned_epsilon='yes'"):
-        FilterResponseNormalization(learned_epsilon="yes")
+@pytest.mark.all_backends
+@pytest.mark.parametrize("shape,axis,learned", [
+    ((4, 6), -1, True), ((2, 6, 1, 1), 1, True), ((2, 1, 1, 6), -1, True),
+    ((2, 5, 4, 6), -1, False), ((3, 5, 6), -1, False)])
+def test_auto_learns_epsilon_exactly_at_a_single_position(shape, axis,
+                                                         learned):
+    layer = FilterResponseNormalization(axis=axis, epsilon=1e-4,
+                                        learned_epsilon="auto",
+                                        dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no N = 1 warning either way
+        layer.build(shape)
+    assert (layer.eps_learned is not None) == learned
+    assert layer.get_config()["learned_epsilon"] == "auto"
+    # The same function as the explicit setting, against the reference.
+    x = np.random.default_rng(18).normal(size=shape) * 0.05
+    eps_learned = 1e-4 if learned else None  # the initializer's default
+    gamma, beta = np.ones(shape[axis]), np.zeros(shape[axis])
+    harness.assert_allclose(
+        harness.to_numpy(layer(x)),
+        ref.frn_forward(x, axis, gamma, beta, 1e-4, eps_learned), rtol=1e-6)
+
+
+def test_auto_without_known_sizes_does_not_learn_epsilon():
+    layer = FilterResponseNormalization(learned_epsilon="auto")
+    layer.build((None, None, None, 6))
+    assert layer.eps_learned is None
+
+
+@pytest.mark.parametrize("value", ["yes", "Auto", 1, None])
+def test_learned_epsilon_must_be_bool_or_auto(value):
+    with pytest.raises(ValueError, match=r"a bool or \"auto\". "
+                       rf"Received: learned_epsilon={value!r}"):
+        FilterResponseNormalization(learned_epsilon=value)
 
 
 @pytest.mark.parametrize("name", ["center", "scale"])

@@ -2,6 +2,7 @@
 batch independence that FRN gives a whole network."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -243,6 +244,30 @@ def test_any_image_size_and_numpy_integers_are_accepted():
 def test_bad_data_format_raises():
     with pytest.raises(ValueError, match=r"Received: data_format='NCHW'"):
         models.resnet_v2_50(data_format="NCHW")
+
+
+def test_frn_learns_epsilon_where_a_stage_is_one_position(tmp_path):
+    # ResNetV2-50 at 32x32: its last stage is 1x1 (N = 1), where a fixed
+    # small eps would give about sign(x); there, and only there, the "frn"
+    # entry learns eps, without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = models.resnet_v2_50(num_classes=3, input_shape=(32, 32, 3))
+    frn = [layer for layer in model.layers
+           if isinstance(layer, frn_keras.FilterResponseNormalization)]
+    learned = {layer.name for layer in frn if layer.eps_learned is not None}
+    one_position = {layer.name for layer in frn
+                    if layer.input.shape[1:3] == (1, 1)}
+    assert learned == one_position and len(learned) == 8
+    # The fused model and a .keras round trip keep those weights.
+    fused = frn_keras.fuse_frn_tlu(model)
+    assert fused.count_params() == model.count_params()
+    x = np.random.default_rng(19).uniform(0, 255, (2, 32, 32, 3))
+    x = x.astype("float32")
+    np.testing.assert_allclose(fused(x), model(x), rtol=1e-5, atol=1e-5)
+    path = str(tmp_path / "resnet_v2_50_32.keras")
+    model.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path)(x), model(x))
 
 
 def test_batch_norm_entry_has_its_documented_settings():

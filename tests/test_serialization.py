@@ -38,6 +38,7 @@ LAYERS = [
     ProxyNormalization(axis=1, activation="gelu", epsilon=0.1,
                        num_quantiles=50, proxy_affine=False, center=False,
                        gamma_regularizer="l2"),
+    FilterResponseNormalization(learned_epsilon="auto"),
 ]
 
 

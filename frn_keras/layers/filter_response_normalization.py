@@ -13,7 +13,6 @@ from keras import ops
 from frn_keras.layers._affine import add_affine_weights
 from frn_keras.layers._affine import affine_config
 from frn_keras.layers._affine import set_affine_arguments
-from frn_keras.layers._arguments import check_bool
 from frn_keras.layers._arguments import check_positive_float
 from frn_keras.layers._channel_axis import broadcast_shape
 from frn_keras.layers._channel_axis import check_axis_argument
@@ -51,8 +50,10 @@ class FilterResponseNormalization(keras.layers.Layer):
     paper's `N = 1` case) `nu2 = x ** 2` and the output is close to
     `gamma * sign(x) + beta` unless `eps` is large enough; the paper's advice
     there is `learned_epsilon=True`, which learns
-    `eps = epsilon + |eps_learned|`. Built without it on such an input
-    (rank 2, or every spatial size 1), the layer warns.
+    `eps = epsilon + |eps_learned|`. `learned_epsilon="auto"` learns it
+    exactly where the layer is built on such an input (rank 2, or every
+    spatial size 1); built there with `learned_epsilon=False`, the layer
+    warns.
 
     Under mixed precision (`"mixed_float16"`, `"mixed_bfloat16"`) the weights
     stay in float32, the statistics and the normalization are computed in
@@ -83,6 +84,8 @@ class FilterResponseNormalization(keras.layers.Layer):
             Defaults to `1e-6`.
         learned_epsilon: If `True`, add a trainable scalar `eps_learned` and
             use `eps = epsilon + |eps_learned|`. Recommended for rank-2 inputs.
+            `"auto"`: `True` if the layer is built on one value per sample
+            and channel (rank 2, or every spatial size 1), else `False`.
             Defaults to `False`.
         learned_epsilon_initializer: Float > 0 (the initial value) or
             initializer for `eps_learned`; not zero, where
@@ -118,7 +121,8 @@ class FilterResponseNormalization(keras.layers.Layer):
 
     Weights:
         `gamma` and `beta` of shape `(channels,)` (when `scale` / `center`),
-        and `learned_epsilon` of shape `(1,)` (when `learned_epsilon`).
+        and `learned_epsilon` of shape `(1,)` (when `learned_epsilon`, or
+        `"auto"` on one value per sample and channel).
 
     Reference:
 
@@ -146,7 +150,11 @@ class FilterResponseNormalization(keras.layers.Layer):
     ):
         axis = check_axis_argument(axis)
         epsilon = check_positive_float("epsilon", epsilon)
-        check_bool("learned_epsilon", learned_epsilon)
+        if not isinstance(learned_epsilon, bool) and not (
+                isinstance(learned_epsilon, str) and learned_epsilon == "auto"):
+            raise ValueError(
+                "Argument `learned_epsilon` must be a bool or \"auto\". "
+                f"Received: learned_epsilon={learned_epsilon!r}")
         super().__init__(**kwargs)
         check_float_policy(self)
         # Statistics are computed in float32 (or wider) whatever the policy.
@@ -190,18 +198,20 @@ class FilterResponseNormalization(keras.layers.Layer):
         self._folded_axis = axis
         self._broadcast_shape = broadcast_shape(rank, axis, channels)
 
-        if not self.learned_epsilon and all(
-                input_shape[i] == 1 for i in self._spatial_axes):
+        single_position = all(input_shape[i] == 1 for i in self._spatial_axes)
+        if self.learned_epsilon is False and single_position:
             warnings.warn(
                 f"Layer '{self.name}' normalizes a single value per sample "
                 f"and channel (input_shape={tuple(input_shape)}: N = 1), "
                 "where FRN computes about gamma * sign(x) + beta and passes "
                 "almost no gradient to x unless epsilon is large. The "
-                "paper learns epsilon there: pass learned_epsilon=True.",
+                "paper learns epsilon there: pass learned_epsilon=True (or "
+                "\"auto\").",
                 UserWarning, stacklevel=2)
         add_affine_weights(self, channels)
         self.eps_learned = None
-        if self.learned_epsilon:
+        if self.learned_epsilon is True or (
+                self.learned_epsilon == "auto" and single_position):
             self.eps_learned = self.add_weight(
                 shape=(1,),
                 name="learned_epsilon",

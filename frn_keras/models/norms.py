@@ -17,7 +17,7 @@ Built in:
 
 | name | norm | act |
 | --- | --- | --- |
-| `"frn"` | `FilterResponseNormalization` | `TLU` (the paper's FRN layer) |
+| `"frn"` | `FilterResponseNormalization` (`learned_epsilon="auto"`: learned where N = 1) | `TLU` (the paper's FRN layer) |
 | `"bn"` | `BatchNormalization` (momentum 0.9, eps 1e-5) | ReLU |
 | `"gn"` | `GroupNormalization`, 32 groups (fewer when C < 32: C groups) | ReLU |
 | `"ln"` | `GroupNormalization`, 1 group: LayerNorm over (H, W, C) with per-channel affine | ReLU |
@@ -144,7 +144,9 @@ class CappedGroupNormalization(keras.layers.GroupNormalization):
 
 register_norm_act(
     "frn",
-    norm=lambda axis: FilterResponseNormalization(axis=axis),
+    # At N = 1 (ResNetV2-50's last stage at 32x32) the paper learns eps.
+    norm=lambda axis: FilterResponseNormalization(axis=axis,
+                                                  learned_epsilon="auto"),
     act=lambda axis: TLU(axis=axis),
 )
 register_norm_act(
