@@ -185,6 +185,16 @@ def test_saved_model_cli_reports_the_signature(which, exported):
     assert "Method name is: tensorflow/serving/predict" in out
 
 
+@pytest.mark.parametrize("which", ["demo", "fresh"])
+def test_an_empty_batch_gets_an_empty_answer(which, exported):
+    # A request of 0 images (a client's empty page): shape (0, 10) and (0,),
+    # not a shape error from inside the graph.
+    version_dir = DEMO_VERSION_DIR if which == "demo" else exported[1]
+    out = _signature(version_dir)(images=tf.zeros((0, 8, 8, 3), tf.uint8))
+    assert out["probabilities"].shape == (0, 10)
+    assert out["classes"].shape == (0,)
+
+
 def _saved_model_nodes(version_dir):
     """The nodes of a SavedModel's graph and of its functions, the names of
     those functions, and the meta graph."""
