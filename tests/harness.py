@@ -112,10 +112,13 @@ def hessian_vector_product(f, x, v, w):
     return outer.gradient(gv, x)
 
 
-def traced_outputs_and_gradients(layer, x, upstream, mode, **call_kwargs):
+def traced_outputs_and_gradients(layer, x, upstream, mode, shape=None,
+                                 **call_kwargs):
     """TensorFlow only: as `outputs_and_gradients`, run eagerly
     (`mode="eager"`), in a `tf.function` (`"function"`) or compiled by XLA
-    (`"xla"`); `x` reaches the layer in its compute dtype."""
+    (`"xla"`); `x` reaches the layer in its compute dtype. `shape`: the
+    input shape the trace is made for (`None` for a size known only at run
+    time); defaults to `x`'s."""
     import tensorflow as tf
 
     def run(x):
@@ -127,7 +130,10 @@ def traced_outputs_and_gradients(layer, x, upstream, mode, **call_kwargs):
         return y, tape.gradient(loss, [x] + weights)
 
     if mode != "eager":
-        run = tf.function(run, jit_compile=mode == "xla")
+        signature = None if shape is None else [
+            tf.TensorSpec(shape, layer.compute_dtype)]
+        run = tf.function(run, jit_compile=mode == "xla",
+                          input_signature=signature)
     y, grads = run(tf.constant(x, layer.compute_dtype))
     names = ["x"] + [w.name for w in layer.trainable_weights]
     return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
