@@ -39,3 +39,43 @@ def test_all_backends_tests_pass_under(backend):
     # Nothing skipped or failed, and the backend was really the one asked.
     assert "skipped" not in summary and "failed" not in summary, summary
     assert passed >= 120, summary
+
+
+# Written under another backend: a model of every layer with non-trivial
+# weights, its `.keras` file, an input and that backend's output.
+_SAVE_UNDER_BACKEND = """
+import sys
+import numpy as np
+import keras
+from tests.test_backend_features import _model
+model = _model()
+rng = np.random.default_rng(3)
+model.set_weights([w + rng.normal(size=w.shape) * 0.1
+                   for w in model.get_weights()])
+x = rng.normal(size=(3, 8, 8, 2)).astype("float32")
+model.save(sys.argv[1] + "/model.keras")
+np.savez(sys.argv[1] + "/io.npz", x=x,
+         y=keras.ops.convert_to_numpy(model(x)), backend=keras.backend.backend())
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_keras_file_saved_under_another_backend_loads_here(backend,
+                                                             tmp_path):
+    # Train under JAX or PyTorch, then serve with `frn_keras.export`, which
+    # needs TensorFlow: the file must carry the same function across.
+    subprocess.run(
+        [sys.executable, "-c", _SAVE_UNDER_BACKEND, str(tmp_path)],
+        cwd=ROOT, env=dict(os.environ, KERAS_BACKEND=backend), check=True,
+        capture_output=True, timeout=300)
+    import keras
+    import numpy as np
+
+    import frn_keras  # noqa: F401  (registers the layers)
+
+    saved = np.load(tmp_path / "io.npz")
+    assert str(saved["backend"]) == backend
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(saved["x"])), saved["y"],
+        rtol=1e-5, atol=1e-5)
