@@ -161,7 +161,7 @@ def test_frn_replaces_every_bn_relu_pair(build):
     assert len(frn) == len(bn)
 
 
-@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln", "gn_pn"])
+@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln", "in", "gn_pn"])
 def test_channels_first_computes_the_same_function(norm):
     rng = np.random.default_rng(0)
     last = models.resnet_cifar(8, norm=norm)
@@ -290,6 +290,40 @@ def test_group_norm_caps_groups_and_round_trips(tmp_path):
     np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
 
 
+def test_instance_norm_normalizes_each_sample_and_channel_over_its_positions(
+        tmp_path):
+    model = models.resnet_cifar(8, norm="in")
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.GroupNormalization)]
+    assert len(norms) == _layer_types(
+        models.resnet_cifar(8, norm="bn")).count("BatchNormalization")
+    assert all(layer.groups == layer.gamma.shape[0] for layer in norms)
+    rng = np.random.default_rng(4)
+    for layer in norms:
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape)
+                           for w in layer.get_weights()])
+    x = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    # Each norm against a float64 reference on the activations it receives.
+    probe = keras.Model(model.input, [(producer(layer).output, layer.output)
+                                      for layer in norms])
+    for layer, (h, out) in zip(norms, probe(x)):
+        h = np.asarray(h, np.float64)
+        mean = h.mean(axis=(1, 2), keepdims=True)
+        var = h.var(axis=(1, 2), keepdims=True)
+        gamma, beta = (np.asarray(w, np.float64) for w in layer.get_weights())
+        want = gamma * (h - mean) / np.sqrt(var + layer.epsilon) + beta
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4,
+                                   err_msg=layer.name)
+    # No batch statistic: a sample's logits do not depend on its batch.
+    other = x.copy()
+    other[1:] = rng.uniform(0, 255, (2, 32, 32, 3))
+    np.testing.assert_allclose(model(other, training=True)[0],
+                               model(x, training=True)[0], rtol=1e-5, atol=1e-5)
+    model.save(tmp_path / "in.keras")
+    restored = keras.saving.load_model(tmp_path / "in.keras")
+    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+
+
 def test_mixed_precision_model_gives_float32_logits():
     keras.config.set_dtype_policy("mixed_float16")
     model = models.resnet_cifar(8, norm="frn")
@@ -317,7 +351,7 @@ def test_proxy_norm_entries_pair_an_affine_free_group_norm_with_pn_act(
     np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln"])
+@pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln", "in"])
 def test_no_model_uses_proxy_normalization_unless_asked(norm):
     # PN is patented (see ProxyNormalization); only the *_pn names use it.
     assert "ProxyNormalization" not in _layer_types(

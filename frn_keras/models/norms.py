@@ -21,6 +21,7 @@ Built in:
 | `"bn"` | `BatchNormalization` (momentum 0.9, eps 1e-5) | ReLU |
 | `"gn"` | `GroupNormalization`, 32 groups (fewer when C < 32: C groups) | ReLU |
 | `"ln"` | `GroupNormalization`, 1 group: LayerNorm over (H, W, C) with per-channel affine | ReLU |
+| `"in"` | `GroupNormalization`, one group per channel: InstanceNorm (per sample and channel, over H, W) with per-channel affine | ReLU |
 | `"ln_pn"` | the same LayerNorm without its affine | `ProxyNormalization` (relu) |
 | `"gn_pn"` | `GroupNormalization`, 4 groups (the authors' choice), without its affine | `ProxyNormalization` (relu) |
 
@@ -164,6 +165,12 @@ register_norm_act(
 register_norm_act(
     "ln",
     norm=lambda axis: CappedGroupNormalization(max_groups=1, axis=axis),
+    act=_relu,
+)
+register_norm_act(
+    "in",
+    # groups=-1: one group per channel (Keras' spelling of InstanceNorm).
+    norm=lambda axis: keras.layers.GroupNormalization(groups=-1, axis=axis),
     act=_relu,
 )
 
