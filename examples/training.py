@@ -185,6 +185,9 @@ def fit_and_evaluate(model, train_ds, eval_ds, args, steps_per_epoch,
         train_ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
         validation_data=eval_ds, validation_steps=eval_steps,
         callbacks=callbacks, verbose=1 if os.environ.get("CI") is None else 2,
+        # The input pipeline shuffles; Keras' default `shuffle=True` would
+        # only warn that it ignores itself for a `tf.data.Dataset`.
+        shuffle=False,
     )
     print(f"train time: {time.perf_counter() - start:.1f} s")
     _, accuracy = model.evaluate(eval_ds, steps=eval_steps, verbose=0)
