@@ -20,7 +20,8 @@ dense) on real images for every (norm, batch size, seed):
   (`model.evaluate`, inference mode), as users would; XLA.
 - norms: bn, gn, ln, frn (FRN + TLU), frn_relu, gn_pn, ln_pn (Proxy
   Normalization: opt-in, patented, see the README) and, for the activation
-  ablation after FRN, frn_prelu and frn_atlu (Affine-TLU).
+  ablation after FRN, frn_prelu and frn_atlu (Affine-TLU). `--norms`
+  takes any registered name, e.g. `--norms bn in` (InstanceNorm).
 
     python benchmarks/batch_size_study.py          # CIFAR-10 subset (33 min, 2 cores)
     python benchmarks/batch_size_study.py --quick  # digits, a smoke run
