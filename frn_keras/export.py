@@ -15,7 +15,8 @@ with one `serving_default` signature (method `tensorflow/serving/predict`):
   them as float32 and must contain its own preprocessing (e.g. a
   `keras.layers.Rescaling` layer), so the server needs nothing else.
 - outputs `probabilities`: float32 `[batch, classes]` (float32 also under
-  mixed precision) and `classes`: int64 `[batch]`.
+  mixed precision) and `classes`: int64 `[batch]`; for a model with a class
+  per position (segmentation), `[batch, ..., classes]` and `[batch, ...]`.
 
 The graph uses stock TensorFlow ops only (FRN and TLU are plain math), so
 neither Python, Keras nor frn_keras is needed to serve it. Keras 3's export
@@ -36,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from frn_keras._graph import is_graph_model
 from frn_keras._optional import serving_api
 from frn_keras.offset_folding import fold_frn_offsets
 from frn_keras.offset_folding import has_frn_offsets_to_fold
@@ -65,9 +67,14 @@ def export_for_serving(
     is `model` itself.
 
     Args:
-        model: A built Keras model taking raw pixels `(batch, H, W, 3)` (as
-            float32) and returning `(batch, classes)` logits or
-            probabilities.
+        model: A Functional or Sequential Keras model taking raw pixels
+            `(batch, H, W, 3)` (as float32) and returning one output of
+            logits or probabilities over its last axis: `(batch, classes)`,
+            or `(batch, ..., classes)` for a class per position (a
+            segmentation model's per-pixel classes), with at least 2
+            classes. A subclassed model can be wrapped:
+            `keras.Model(inputs, subclassed(inputs))` with
+            `inputs = keras.Input((H, W, 3))`.
         base_dir: TF Serving's model root (e.g. `"saved_models"`).
         model_name: The model's name on the server (a folder name).
         version: Positive integer version (a sub-folder). Defaults to `1`.
@@ -87,7 +94,9 @@ def export_for_serving(
 
     Raises:
         ValueError: for a model whose input is not `(batch, H, W, 3)` with
-            known `H` and `W`, a bad `model_name` or `version`, warm-up
+            known `H` and `W`, that is subclassed, that has several outputs
+            or no class axis of 2 or more classes last, a bad `model_name`
+            or `version`, warm-up
             images of another shape, or an existing version without
             `overwrite=True`.
         ImportError: If `tensorflow-serving-api`, which writes the warm-up
@@ -95,6 +104,7 @@ def export_for_serving(
             checked before anything is written.
     """
     height, width = _image_size(model)
+    _check_class_axis(model)
     _check_model_name(model_name)
     version = check_version(version)
     if warmup_images is None:
@@ -210,6 +220,14 @@ def _check_model_name(model_name):
 
 
 def _image_size(model):
+    if not is_graph_model(model):
+        raise ValueError(
+            "export_for_serving needs a Functional or Sequential model, whose "
+            "input shape it serves; wrap a subclassed model: "
+            "`keras.Model(inputs, model(inputs))` with "
+            "`inputs = keras.Input((H, W, 3))`. Received: model of type "
+            f"{type(model).__name__}"
+        )
     shape = model.input_shape
     if (
         isinstance(shape, list)
@@ -225,6 +243,27 @@ def _image_size(model):
     return shape[1], shape[2]
 
 
+def _check_class_axis(model):
+    """One output whose last axis holds the classes, at least 2 of them: a
+    single logit would be served as probability 1 and class 0."""
+    shapes = [tuple(output.shape) for output in model.outputs]
+    if len(shapes) != 1:
+        raise ValueError(
+            "export_for_serving needs a model with one output (logits or "
+            f"probabilities). Received: {len(shapes)} outputs of shapes "
+            f"{shapes}"
+        )
+    (shape,) = shapes
+    if len(shape) < 2 or shape[-1] is None or shape[-1] < 2:
+        raise ValueError(
+            "export_for_serving needs a model whose output has its classes "
+            "last, 2 or more of them: (batch, classes) or (batch, ..., "
+            "classes). A single logit or probability would be served as "
+            "probability 1 and class 0; give the model one output per "
+            f"class. Received: model output shape {shape}"
+        )
+
+
 def _served_model(model, fold_offsets):
     """`model` with its FRN offsets folded, if asked and if any fold."""
     if fold_offsets and has_frn_offsets_to_fold(model):
@@ -235,7 +274,10 @@ def _served_model(model, fold_offsets):
 def _serving_function(model, from_logits, height, width):
     def serve(images):
         images = _checked_images(images, height, width)
-        outputs = model(tf.cast(images, tf.float32), training=False)
+        # A model built with `outputs=[x]` or `{"name": x}` returns x in a
+        # list or dict.
+        (outputs,) = tf.nest.flatten(
+            model(tf.cast(images, tf.float32), training=False))
         # Under mixed precision the model returns float16: serve float32.
         outputs = tf.cast(outputs, tf.float32)
         probabilities = tf.nn.softmax(outputs) if from_logits else outputs
@@ -299,6 +341,10 @@ def main(argv=None):
     if args.version < 1:
         parser.error(f"--version must be >= 1, got {args.version}")
     try:
+        _check_model_name(args.name)
+    except ValueError as error:
+        parser.error(f"--name: {error}")
+    try:
         serving_api("prediction_log_pb2")
     except ImportError as error:
         parser.error(str(error))
@@ -306,11 +352,14 @@ def main(argv=None):
     import frn_keras  # noqa: F401  (registers the layers for loading)
 
     model = keras.saving.load_model(args.keras_model)
-    export_for_serving(
-        model, args.base_dir, args.name, version=args.version,
-        from_logits=args.from_logits, overwrite=args.overwrite,
-        fold_offsets=args.fold_offsets,
-    )
+    try:
+        export_for_serving(
+            model, args.base_dir, args.name, version=args.version,
+            from_logits=args.from_logits, overwrite=args.overwrite,
+            fold_offsets=args.fold_offsets,
+        )
+    except ValueError as error:  # the model, or an existing version
+        parser.error(str(error))
     print(f"wrote {write_models_config(args.base_dir, _model_names(args.base_dir))}")
 
 

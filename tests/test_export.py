@@ -287,19 +287,23 @@ def test_command_line_can_serve_the_model_unfolded(exported, tmp_path):
         version_dir, "AddV2")
 
 
-def test_command_line_refuses_a_missing_model_or_bad_version(tmp_path,
-                                                            capsys):
+def test_command_line_refuses_a_bad_model_name_version_or_file(tmp_path,
+                                                               capsys):
     keras_path = tmp_path / "model.keras"
     keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
-                      keras.layers.Dense(2)]).save(keras_path)
+                      keras.layers.Dense(1)]).save(keras_path)
     for args, message in [
             ([str(tmp_path / "missing.keras")],
              f"no .keras model file at {tmp_path / 'missing.keras'}"),
             ([str(keras_path), "--version", "0"],
-             "--version must be >= 1, got 0")]:
+             "--version must be >= 1, got 0"),
+            ([str(keras_path), "--name", "a/b"],
+             "--name: Argument `model_name` must be a non-empty folder name"),
+            ([str(keras_path), "--name", "one_logit"],
+             "single logit or probability would be served as probability 1")]:
         with pytest.raises(SystemExit) as exit_info:
-            export_main([*args, "--base-dir", str(tmp_path / "models"),
-                         "--name", "m"])
+            export_main(["--base-dir", str(tmp_path / "models"),
+                         "--name", "m", *args])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "models").exists()
@@ -498,6 +502,81 @@ def test_export_argument_errors(tmp_path, exported):
     # A NumPy integer version names the same kind of folder as an int.
     assert export_for_serving(model, str(tmp_path), "m", np.int64(2),
                               verbose=False) == str(tmp_path / "m" / "2")
+
+
+class SubclassedClassifier(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3)
+        self.frn = frn_keras.FilterResponseNormalizationTLU()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        h = self.frn(self.conv(inputs / 255.0))
+        return self.dense(keras.ops.mean(h, axis=(1, 2)))
+
+
+def test_export_refuses_what_it_cannot_serve_as_classes(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    flat = keras.layers.Flatten()(inputs)
+    subclassed = SubclassedClassifier()
+    subclassed(np.zeros((1, 8, 8, 3), "float32"))
+    for model, message in [
+            (keras.Model(inputs, [keras.layers.Dense(2)(flat),
+                                  keras.layers.Dense(3)(flat)]),
+             r"one output.*Received: 2 outputs of shapes "
+             r"\[\(None, 2\), \(None, 3\)\]"),
+            (keras.Model(inputs, keras.layers.Dense(1)(flat)),
+             r"single logit.*Received: model output shape \(None, 1\)"),
+            (keras.Model(inputs, keras.layers.Reshape(())(
+                keras.layers.Dense(1)(flat))),
+             r"Received: model output shape \(None,\)"),
+            (subclassed, r"wrap a subclassed model.*Received: model of type "
+                         r"SubclassedClassifier")]:
+        with pytest.raises(ValueError, match=message):
+            export_for_serving(model, str(tmp_path), "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_wrapped_subclassed_and_list_output_models_serve_their_classes(
+        tmp_path):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    subclassed = SubclassedClassifier()
+    inputs = keras.Input((8, 8, 3))
+    for name, model in [
+            ("wrapped", keras.Model(inputs, subclassed(inputs))),
+            ("in_a_list", keras.Model(inputs, [subclassed(inputs)])),
+            ("in_a_dict", keras.Model(inputs, {"logits": subclassed(inputs)}))]:
+        version_dir = export_for_serving(model, str(tmp_path), name,
+                                         verbose=False)
+        out = _signature(version_dir)(images=tf.constant(images))
+        want = _keras_probabilities(subclassed, images)
+        assert out["probabilities"].shape == (4, 3), name
+        np.testing.assert_allclose(out["probabilities"].numpy(), want,
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(out["classes"].numpy(),
+                                      want.argmax(-1), err_msg=name)
+
+
+def test_a_class_per_pixel_is_served_per_pixel(tmp_path):
+    # A segmentation head: FRN + TLU, then 1x1 logits of 5 classes.
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same")(
+        keras.layers.Rescaling(1 / 255)(inputs))
+    h = frn_keras.FilterResponseNormalizationTLU(
+        beta_initializer="random_normal")(h)
+    model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(h))
+    images = np.random.default_rng(6).integers(0, 256, (3, 8, 8, 3),
+                                               dtype=np.uint8)
+    version_dir = export_for_serving(model, str(tmp_path), "segment",
+                                     verbose=False)
+    out = _signature(version_dir)(images=tf.constant(images))
+    want = _keras_probabilities(model, images)
+    assert want.shape == (3, 8, 8, 5)
+    np.testing.assert_allclose(out["probabilities"].numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["classes"].numpy(), want.argmax(-1))
 
 
 def test_model_that_outputs_probabilities_is_served_as_is(
