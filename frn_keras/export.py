@@ -93,12 +93,11 @@ def export_for_serving(
         The path of the version directory.
 
     Raises:
-        ValueError: for a model whose input is not `(batch, H, W, 3)` with
-            known `H` and `W`, that is subclassed, that has several outputs
-            or no class axis of 2 or more classes last, a bad `model_name`
-            or `version`, warm-up
-            images of another shape, or an existing version without
-            `overwrite=True`.
+        ValueError: for a model that is subclassed, whose input is not
+            `(batch, H, W, 3)` with known `H` and `W`, or that has several
+            outputs or no last axis of 2 or more classes; a bad
+            `model_name` or `version`, warm-up images of another shape, or
+            an existing version without `overwrite=True`.
         ImportError: If `tensorflow-serving-api`, which writes the warm-up
             requests, is not installed (`pip install "frn_keras[serving]"`);
             checked before anything is written.
