@@ -23,6 +23,12 @@ def _layer_types(model):
     return [type(layer).__name__ for layer in model.layers]
 
 
+def _assert_keras_file_round_trip(model, x, path):
+    model.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path)(x), model(x),
+                               rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("depth,published", [(20, 0.27e6), (32, 0.46e6),
                                              (56, 0.85e6)])
 def test_cifar_resnet_sizes_match_he_et_al(depth, published):
@@ -285,9 +291,7 @@ def test_group_norm_caps_groups_and_round_trips(tmp_path):
               if isinstance(layer, models.CappedGroupNormalization)}
     assert groups == {16, 32}  # 16-channel stage: 16 groups; others 32
     x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("f4")
-    model.save(tmp_path / "gn.keras")
-    restored = keras.saving.load_model(tmp_path / "gn.keras")
-    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+    _assert_keras_file_round_trip(model, x, tmp_path / "gn.keras")
 
 
 def test_instance_norm_normalizes_each_sample_and_channel_over_its_positions(
@@ -319,9 +323,7 @@ def test_instance_norm_normalizes_each_sample_and_channel_over_its_positions(
     other[1:] = rng.uniform(0, 255, (2, 32, 32, 3))
     np.testing.assert_allclose(model(other, training=True)[0],
                                model(x, training=True)[0], rtol=1e-5, atol=1e-5)
-    model.save(tmp_path / "in.keras")
-    restored = keras.saving.load_model(tmp_path / "in.keras")
-    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+    _assert_keras_file_round_trip(model, x, tmp_path / "in.keras")
 
 
 def test_mixed_precision_model_gives_float32_logits():
@@ -346,9 +348,7 @@ def test_proxy_norm_entries_pair_an_affine_free_group_norm_with_pn_act(
     assert {layer.groups for layer in norms} == groups
     assert not any(layer.center or layer.scale for layer in norms)
     x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("f4")
-    model.save(tmp_path / "pn.keras")
-    restored = keras.saving.load_model(tmp_path / "pn.keras")
-    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+    _assert_keras_file_round_trip(model, x, tmp_path / "pn.keras")
 
 
 @pytest.mark.parametrize("norm", ["frn", "bn", "gn", "ln", "in"])
