@@ -46,12 +46,18 @@ def test_fit_reduces_the_loss():
         assert not np.array_equal(b, a), w.path
 
 
-def test_keras_file_round_trip(tmp_path):
+def perturbed_model_and_input(seed):
+    """`_model()` with every weight moved off its initial value, and an
+    input for it (also used by tests/test_backends.py across backends)."""
     model = _model()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     model.set_weights([w + rng.normal(size=w.shape) * 0.1
                        for w in model.get_weights()])
-    x = rng.normal(size=(3, 8, 8, 2)).astype("float32")
+    return model, rng.normal(size=(3, 8, 8, 2)).astype("float32")
+
+
+def test_keras_file_round_trip(tmp_path):
+    model, x = perturbed_model_and_input(seed=1)
     model.save(tmp_path / "model.keras")
     restored = keras.saving.load_model(tmp_path / "model.keras")
     assert [type(layer) for layer in restored.layers] == [

@@ -47,12 +47,8 @@ _SAVE_UNDER_BACKEND = """
 import sys
 import numpy as np
 import keras
-from tests.test_backend_features import _model
-model = _model()
-rng = np.random.default_rng(3)
-model.set_weights([w + rng.normal(size=w.shape) * 0.1
-                   for w in model.get_weights()])
-x = rng.normal(size=(3, 8, 8, 2)).astype("float32")
+from tests.test_backend_features import perturbed_model_and_input
+model, x = perturbed_model_and_input(seed=3)
 model.save(sys.argv[1] + "/model.keras")
 np.savez(sys.argv[1] + "/io.npz", x=x,
          y=keras.ops.convert_to_numpy(model(x)), backend=keras.backend.backend())
