@@ -11,17 +11,21 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Every test file with an `all_backends` test, found rather than listed, so
-# that a new one cannot be left out.
+# Every test file with an `all_backends` test (a decorated test, or the mark
+# on the whole module), found rather than listed, so that a new one cannot be
+# left out.
 FILES = sorted(
     str(path.relative_to(ROOT)) for path in (ROOT / "tests").glob("test_*.py")
-    if re.search(r"^@pytest\.mark\.all_backends$", path.read_text(), re.M))
+    if re.search(r"^(@pytest\.mark\.all_backends"
+                 r"|pytestmark = .*pytest\.mark\.all_backends\b.*)$",
+                 path.read_text(), re.M))
 
 
 def test_the_backend_files_are_found():
     for name in ["test_filter_response_normalization.py",
                  "test_filter_response_normalization_tlu.py", "test_tlu.py",
-                 "test_proxy_normalization.py", "test_empty_inputs.py"]:
+                 "test_proxy_normalization.py", "test_empty_inputs.py",
+                 "test_backend_features.py"]:
         assert f"tests/{name}" in FILES
     assert "tests/test_backends.py" not in FILES
 
