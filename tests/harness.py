@@ -27,17 +27,18 @@ def ids(shapes_and_axes):
     return [f"{shape}-axis{axis}" for shape, axis in shapes_and_axes]
 
 
-def outputs_and_gradients(layer, x, upstream, **call_kwargs):
+def outputs_and_gradients(layer, x, upstream, key="name", **call_kwargs):
     """Returns the layer's output and the gradients of
     `sum(upstream * layer(x, **call_kwargs))` w.r.t. `x` and each trainable
-    weight (by weight name), as NumPy arrays, on the active backend."""
+    weight (by weight name, or by path with `key="path"`: a model's weights
+    share names), as NumPy arrays, on the active backend."""
     backend = keras.backend.backend()
     gradients = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients,
                  "torch": _torch_gradients}[backend]
     y, grad_x, grad_weights = gradients(layer, x, upstream, call_kwargs)
     by_name = {"x": np.asarray(grad_x)}
     for w, g in zip(layer.trainable_weights, grad_weights):
-        by_name[w.name] = np.asarray(g)
+        by_name[getattr(w, key)] = np.asarray(g)
     return keras.ops.convert_to_numpy(y), by_name
 
 
@@ -179,6 +180,98 @@ def _jax_gradients(layer, x, upstream, call_kwargs):
     (_, y), (grad_w, grad_x) = jax.value_and_grad(
         loss, argnums=(0, 1), has_aux=True)(trainable, jnp.asarray(x))
     return y, grad_x, grad_w
+
+
+def per_example_gradients(layer, x, upstream, mask=None, key="name",
+                          **call_kwargs):
+    """Each sample's gradients, computed one sample at a time by the active
+    backend's vectorizing map (`tf.vectorized_map`, `jax.vmap`,
+    `torch.func.vmap`, as per-example gradients for differentially private
+    training are): for each `i`, the gradients of
+    `sum(upstream[i] * layer(x[i:i + 1], mask=mask[i:i + 1]))` w.r.t.
+    `x[i]` and each trainable weight (by name, or by path with
+    `key="path"`), stacked over `i`.
+
+    Returns `{way: {name: array}}`, one entry per way of running the map on
+    the backend: TensorFlow eagerly, in a `tf.function` and compiled by XLA;
+    JAX as it is and under `jax.jit`; PyTorch eagerly."""
+    backend = keras.backend.backend()
+    gradients = {"tensorflow": _tensorflow_per_example_gradients,
+                 "jax": _jax_per_example_gradients,
+                 "torch": _torch_per_example_gradients}[backend]
+    names = ["x"] + [getattr(w, key) for w in layer.trainable_weights]
+    mapped = (x, upstream) if mask is None else (x, upstream, mask)
+    return {way: dict(zip(names, (np.asarray(g) for g in grads)))
+            for way, grads in gradients(layer, mapped, call_kwargs).items()}
+
+
+def _sample_loss(call, sample, call_kwargs):
+    """`sum(upstream * call(x))` for `sample = (x, upstream[, mask])` of one
+    sample, called as a batch of one."""
+    x, upstream, *mask = sample
+    if mask:
+        call_kwargs = dict(call_kwargs, mask=mask[0][None])
+    y = call(x[None], **call_kwargs)
+    return keras.ops.sum(keras.ops.cast(y, "float64") * upstream[None])
+
+
+def _tensorflow_per_example_gradients(layer, mapped, call_kwargs):
+    import tensorflow as tf
+
+    weights = [w.value for w in layer.trainable_weights]
+
+    def one_sample(sample):
+        with tf.GradientTape() as tape:
+            tape.watch(sample[0])
+            loss = _sample_loss(layer, sample, call_kwargs)
+        return tape.gradient(loss, [sample[0]] + weights)
+
+    def run(*mapped):
+        return tf.vectorized_map(one_sample, mapped)
+
+    mapped = tuple(tf.constant(t) for t in mapped)
+    ways = {"eager": run, "function": tf.function(run),
+            "xla": tf.function(run, jit_compile=True)}
+    return {way: [g.numpy() for g in f(*mapped)] for way, f in ways.items()}
+
+
+def _stateless(layer, trainable):
+    non_trainable = [w.value for w in layer.non_trainable_weights]
+
+    def call(x, **kwargs):
+        return layer.stateless_call(trainable, non_trainable, x, **kwargs)[0]
+
+    return call
+
+
+def _jax_per_example_gradients(layer, mapped, call_kwargs):
+    import jax
+
+    def loss(trainable, *sample):
+        return _sample_loss(_stateless(layer, trainable), sample, call_kwargs)
+
+    # The gradients w.r.t. x (argument 1) and the weights (argument 0).
+    run = jax.vmap(jax.grad(loss, argnums=(1, 0)),
+                   in_axes=(None,) + (0,) * len(mapped))
+    trainable = [w.value for w in layer.trainable_weights]
+    mapped = tuple(jax.numpy.asarray(t) for t in mapped)
+    ways = {"vmap": run, "jit": jax.jit(run)}
+    return {way: [g_x, *g_w] for way, f in ways.items()
+            for g_x, g_w in [f(trainable, *mapped)]}
+
+
+def _torch_per_example_gradients(layer, mapped, call_kwargs):
+    import torch
+
+    def loss(trainable, *sample):
+        return _sample_loss(_stateless(layer, list(trainable)), sample,
+                            call_kwargs)
+
+    run = torch.func.vmap(torch.func.grad(loss, argnums=(1, 0)),
+                          in_dims=(None,) + (0,) * len(mapped))
+    trainable = tuple(w.value.detach() for w in layer.trainable_weights)
+    g_x, g_w = run(trainable, *(torch.as_tensor(t) for t in mapped))
+    return {"vmap": [g_x.detach(), *(g.detach() for g in g_w)]}
 
 
 def _tensorflow_penalty_gradients(layer, x, w, v, call_kwargs):

@@ -30,10 +30,10 @@ broadcasts the per-channel tensors faster.
 same formulas in float64 NumPy, checked against finite differences.)
 """
 
-from keras import backend
 from keras import ops
 
 from frn_keras.layers._activation_boundary import computed_once
+from frn_keras.layers._custom_gradient import custom_gradient
 from frn_keras.layers._staged_sum import staged_sum
 from frn_keras.layers._sum_of_squares import sum_of_squares
 from frn_keras.layers._wide_broadcast import tile_channels
@@ -60,17 +60,14 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
     weights = (("gamma", gamma), ("beta", beta), ("eps_learned", eps_learned),
                ("tau", tau))
     names = [name for name, value in weights if value is not None]
-    if mask is None:
-        n = _positions(x, axes)
-    else:
-        n = ops.maximum(_spatial_sum(ops.cast(mask, x.dtype), axes), 1)
+    constants = () if mask is None else (mask,)
 
     # Channels-last (batch, positions, C): broadcast over a wide last axis
     # outside XLA (see _wide_broadcast).
     k = widening_factor(x.shape) if axes == (1,) and len(x.shape) == 3 \
         else 1
 
-    def normalize(x, p):
+    def normalize(x, p, mask):
         """`(counted, r, s, y, z)` of the forward pass, `p` the weights by
         name."""
         eps = epsilon
@@ -78,41 +75,48 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
             eps = eps + ops.abs(p["eps_learned"])
         # `where`, not a product with the mask, whose 0 * inf would be NaN.
         counted = x if mask is None else ops.where(mask, x, 0)
+        n = _count(x, axes, mask)
         r = ops.rsqrt(sum_of_squares(counted, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
         y, z = _scale_offset_threshold(x, s, p.get("beta"), p.get("tau"), k)
         return counted, r, s, y, z
 
-    @ops.custom_gradient
-    def forward(x, *params):
+    def forward(inputs, constants):
+        x, *params = inputs
+        mask = constants[0] if constants else None
         p = dict(zip(names, params))
-        counted, r, s, y, z = normalize(x, p)
+        counted, r, s, y, z = normalize(x, p, mask)
         if "tau" in p:
             z = computed_once(z, p["tau"])
+        # What the backward pass reads and cannot take from the inputs, none
+        # of it the output (which PyTorch's Function could then not return).
+        residuals = (r,)
+        if mask is not None:
+            residuals += (counted,)
+        if "tau" in p:
+            residuals += (y,)
+        return z, residuals
 
-        def grad(*args, upstream=None):
-            if 0 in x.shape:
-                # An empty input: every gradient is a sum over nothing.
-                # (The formulas below would be 0 too, but TensorFlow's graph
-                # optimizer crashes the process (SIGFPE) on `s * dy` when
-                # `dy` is a constant of ones with a zero size.)
-                return (ops.zeros_like(x),
-                        *(ops.zeros_like(p[name]) for name in names))
-            dz = args[-1] if upstream is None else upstream
-            if not _backward_is_recorded():
-                return _backward(dz, x, p, counted, r, s, y, n, axes)
-            # PyTorch records this backward to differentiate it again (a
-            # gradient penalty): Keras ran the forward unrecorded, so r, s
-            # and y are constants here. Recomputed from the saved inputs,
-            # `args`, they carry their dependence on x and the weights.
-            x_saved, *params_saved = args
-            p_saved = dict(zip(names, params_saved))
-            return _backward(dz, x_saved, p_saved,
-                             *normalize(x_saved, p_saved)[:4], n, axes)
+    def backward(dz, inputs, constants, residuals):
+        x, *params = inputs
+        mask = constants[0] if constants else None
+        p = dict(zip(names, params))
+        if 0 in x.shape:
+            # An empty input: every gradient is a sum over nothing. (The
+            # formulas below would be 0 too, but TensorFlow's graph
+            # optimizer crashes the process (SIGFPE) on `s * dy` when `dy`
+            # is a constant of ones with a zero size.)
+            return (ops.zeros_like(x),
+                    *(ops.zeros_like(p[name]) for name in names))
+        r, *rest = residuals
+        counted = x if mask is None else rest.pop(0)
+        y = rest.pop(0) if "tau" in p else None
+        s = r * p["gamma"] if "gamma" in p else r
+        return _backward(dz, x, p, counted, r, s, y, _count(x, axes, mask),
+                         axes)
 
-        return z, grad
-
-    return forward(x, *(value for _, value in weights if value is not None))
+    inputs = (x, *(value for _, value in weights if value is not None))
+    return custom_gradient(forward, backward)(inputs, constants)
 
 
 def _backward(dz, x, p, counted, r, s, y, n, axes):
@@ -150,16 +154,12 @@ def _spatial_sum(t, axes):
     return staged_sum(t, axes) if axes else t
 
 
-def _backward_is_recorded():
-    """Whether a custom gradient's backward is being recorded to be
-    differentiated again: PyTorch's backward with `create_graph=True`.
-    (TensorFlow and JAX trace the forward pass, whose values the backward
-    can then use; Keras runs it unrecorded under PyTorch.)"""
-    if backend.backend() != "torch":
-        return False
-    import torch
-
-    return torch.is_grad_enabled()
+def _count(x, axes, mask):
+    """N, the number of positions that count in the statistics: all of them
+    (`_positions`), or those `mask` keeps, per sample (at least 1)."""
+    if mask is None:
+        return _positions(x, axes)
+    return ops.maximum(_spatial_sum(ops.cast(mask, x.dtype), axes), 1)
 
 
 def _positions(x, axes):

@@ -18,6 +18,7 @@ from keras import backend
 from keras import ops
 
 from frn_keras.layers._activation_boundary import computed_once
+from frn_keras.layers._custom_gradient import custom_gradient
 from frn_keras.layers._dtypes import statistics_dtype
 from frn_keras.layers._wide_broadcast import tile_channels
 from frn_keras.layers._wide_broadcast import widen
@@ -54,14 +55,14 @@ def _thresholded_linear(x, tau, channel_axis):
     def channel_sum(t):
         return ops.sum(ops.cast(t, sum_dtype), axis=reduce_axes, keepdims=True)
 
-    @ops.custom_gradient
-    def forward(x, tau):
-        def grad(*args, upstream=None):
-            dz = args[-1] if upstream is None else upstream
-            dx = ops.where(x >= tau, dz, ops.zeros_like(dz))
-            dtau = channel_sum(dz) - channel_sum(dx)
-            return dx, ops.reshape(ops.cast(dtau, tau.dtype), ops.shape(tau))
+    def forward(inputs, constants):
+        x, tau = inputs
+        return computed_once(ops.maximum(x, tau), tau), ()
 
-        return computed_once(ops.maximum(x, tau), tau), grad
+    def backward(dz, inputs, constants, residuals):
+        x, tau = inputs
+        dx = ops.where(x >= tau, dz, ops.zeros_like(dz))
+        dtau = channel_sum(dz) - channel_sum(dx)
+        return dx, ops.reshape(ops.cast(dtau, tau.dtype), ops.shape(tau))
 
-    return forward(x, tau)
+    return custom_gradient(forward, backward)((x, tau), ())
