@@ -68,7 +68,7 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         else 1
 
     def normalize(x, p, mask):
-        """`(counted, r, s, y, z)` of the forward pass, `p` the weights by
+        """`(counted, n, r, y, z)` of the forward pass, `p` the weights by
         name."""
         eps = epsilon
         if "eps_learned" in p:
@@ -79,20 +79,20 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
         r = ops.rsqrt(sum_of_squares(counted, axes) / n + eps)
         s = r * p["gamma"] if "gamma" in p else r
         y, z = _scale_offset_threshold(x, s, p.get("beta"), p.get("tau"), k)
-        return counted, r, s, y, z
+        return counted, n, r, y, z
 
     def forward(inputs, constants):
         x, *params = inputs
         mask = constants[0] if constants else None
         p = dict(zip(names, params))
-        counted, r, s, y, z = normalize(x, p, mask)
+        counted, n, r, y, z = normalize(x, p, mask)
         if "tau" in p:
             z = computed_once(z, p["tau"])
         # What the backward pass reads and cannot take from the inputs, none
         # of it the output (which PyTorch's Function could then not return).
         residuals = (r,)
         if mask is not None:
-            residuals += (counted,)
+            residuals += (counted, n)
         if "tau" in p:
             residuals += (y,)
         return z, residuals
@@ -109,11 +109,13 @@ def filter_response_normalize(x, gamma, beta, eps_learned, epsilon, axes,
             return (ops.zeros_like(x),
                     *(ops.zeros_like(p[name]) for name in names))
         r, *rest = residuals
-        counted = x if mask is None else rest.pop(0)
+        if mask is None:
+            counted, n = x, _positions(x, axes)
+        else:
+            counted, n = rest.pop(0), rest.pop(0)
         y = rest.pop(0) if "tau" in p else None
         s = r * p["gamma"] if "gamma" in p else r
-        return _backward(dz, x, p, counted, r, s, y, _count(x, axes, mask),
-                         axes)
+        return _backward(dz, x, p, counted, r, s, y, n, axes)
 
     inputs = (x, *(value for _, value in weights if value is not None))
     return custom_gradient(forward, backward)(inputs, constants)
