@@ -140,13 +140,15 @@ def traced_outputs_and_gradients(layer, x, upstream, mode, shape=None,
     return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
 
 
-def assert_same_gradients(actual, desired, rtol, atol):
+def assert_same_gradients(actual, desired, rtol, atol, where=""):
     """Two `{name: gradient}` dicts (as `traced_outputs_and_gradients`
-    returns) have the same names, and each gradient is close."""
-    assert sorted(actual) == sorted(desired)
+    returns) have the same names, and each gradient is close (by
+    `assert_allclose`: to float32 accuracy at best outside TensorFlow).
+    `where` prefixes the failure messages."""
+    assert sorted(actual) == sorted(desired), where
     for name in desired:
-        np.testing.assert_allclose(actual[name], desired[name], rtol=rtol,
-                                   atol=atol, err_msg=name)
+        assert_allclose(actual[name], desired[name], rtol=rtol, atol=atol,
+                        err_msg=f"{where}, {name}" if where else name)
 
 
 def to_numpy(tensor):

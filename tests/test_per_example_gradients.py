@@ -85,7 +85,9 @@ def test_per_example_gradients_match_float64_reference(kind, shape, axis,
                                                        masked):
     rng = np.random.default_rng(7)
     layer, reference = _random_layer(kind, shape, axis, rng)
-    x = rng.normal(size=shape) * 0.05  # small, so that eps matters
+    # FRN's inputs small, so that eps matters; TLU's on tau's scale, so
+    # that each channel has values on both sides of its threshold.
+    x = rng.normal(size=shape) * (0.5 if kind.startswith("tlu") else 0.05)
     upstream = rng.normal(size=shape)
     mask = None
     if masked:
@@ -99,11 +101,9 @@ def test_per_example_gradients_match_float64_reference(kind, shape, axis,
                          None if mask is None else mask[i:i + 1])
         want["x"] = want["x"][0]
         for way, grads in per_example.items():
-            assert sorted(grads) == sorted(want), way
-            for name in want:
-                harness.assert_allclose(
-                    grads[name][i], want[name], rtol=1e-8, atol=1e-10,
-                    err_msg=f"{way}, sample {i}, {name}")
+            harness.assert_same_gradients(
+                {name: g[i] for name, g in grads.items()}, want, rtol=1e-8,
+                atol=1e-10, where=f"{way}, sample {i}")
 
 
 def _network(norm, rng):
@@ -169,14 +169,9 @@ def test_per_example_gradients_are_each_samples_share_of_the_batch_gradient(
         if norm == "bn":
             assert _largest_relative_difference(in_batch, alone) > 0.1
             continue
-        _assert_same_gradients(in_batch, alone, f"sample {i} in its batch")
+        harness.assert_same_gradients(in_batch, alone, rtol=1e-7, atol=1e-9,
+                                      where=f"sample {i} in its batch")
         for way, grads in per_example.items():
-            _assert_same_gradients({name: g[i] for name, g in grads.items()},
-                                   alone, f"sample {i}, {way}")
-
-
-def _assert_same_gradients(actual, desired, where):
-    assert sorted(actual) == sorted(desired), where
-    for name in desired:
-        harness.assert_allclose(actual[name], desired[name], rtol=1e-7,
-                                atol=1e-9, err_msg=f"{where}, {name}")
+            harness.assert_same_gradients(
+                {name: g[i] for name, g in grads.items()}, alone, rtol=1e-7,
+                atol=1e-9, where=f"sample {i}, {way}")
