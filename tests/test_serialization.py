@@ -1,4 +1,5 @@
-"""get_config / from_config and `.keras` files loaded in a fresh process."""
+"""get_config / from_config, `.keras` files loaded in a fresh process, and
+SavedModels reloaded to be fine-tuned."""
 
 import json
 import os
@@ -16,6 +17,7 @@ from frn_keras import TLU
 from frn_keras import FilterResponseNormalization
 from frn_keras import FilterResponseNormalizationTLU
 from frn_keras.layers import ProxyNormalization
+from tests import harness
 
 LAYERS = [
     FilterResponseNormalization(),
@@ -201,6 +203,54 @@ def test_keras_file_fails_to_load_without_the_import(tmp_path):
     )
     assert result.returncode != 0
     assert "frn_keras>FilterResponseNormalization" in result.stderr
+
+
+def test_saved_model_reloaded_as_a_trainable_layer_has_the_models_gradients(
+        tmp_path):
+    # Fine-tuning a SavedModel (`TFSMLayer(trainable=True)`) differentiates
+    # the functions TensorFlow saved, custom gradients included.
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(2)
+    model = _functional_model()
+    rng = np.random.default_rng(2)
+    # Distinct weights, so that each reloaded variable names its original.
+    model.set_weights(
+        [w + rng.normal(size=w.shape) * 0.1 for w in model.get_weights()]
+    )
+    path = str(tmp_path / "saved_model")
+    model.export(path, format="tf_saved_model", verbose=False)
+    reloaded = keras.layers.TFSMLayer(path, call_endpoint="serve",
+                                      trainable=True)
+    originals = []
+    for variable in reloaded.trainable_weights:
+        same = [w for w in model.trainable_weights
+                if w.shape == variable.shape
+                and np.array_equal(w.numpy(), variable.numpy())]
+        assert len(same) == 1, variable.name
+        originals.append(same[0])
+    assert len(originals) == len(model.trainable_weights)
+    x = tf.constant(rng.normal(size=(3, 8, 8, 3)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(3, 4)), tf.float32)
+
+    def outputs_and_gradients(call, weights):
+        """`call(x)` and the gradients of `sum(upstream * call(x))`, by
+        the name of the original weight (or "x")."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = call(x)
+            loss = tf.reduce_sum(upstream * y)
+        grads = tape.gradient(loss, [x, *weights])
+        names = ["x"] + [w.path for w in originals]
+        return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
+
+    y, grads = outputs_and_gradients(model, originals)
+    y_reloaded, grads_reloaded = outputs_and_gradients(
+        reloaded, reloaded.trainable_weights)
+    harness.assert_allclose(y_reloaded, y, rtol=1e-5, atol=1e-5)
+    # float32 sums of terms up to ~10: absolute differences of ~1e-5.
+    harness.assert_same_gradients(grads_reloaded, grads, rtol=1e-4,
+                                  atol=1e-4, where="reloaded SavedModel")
 
 
 def test_package_exports():
