@@ -209,8 +209,6 @@ def test_saved_model_reloaded_as_a_trainable_layer_has_the_models_gradients(
         tmp_path):
     # Fine-tuning a SavedModel (`TFSMLayer(trainable=True)`) differentiates
     # the functions TensorFlow saved, custom gradients included.
-    import tensorflow as tf
-
     keras.utils.set_random_seed(2)
     model = _functional_model()
     rng = np.random.default_rng(2)
@@ -222,31 +220,22 @@ def test_saved_model_reloaded_as_a_trainable_layer_has_the_models_gradients(
     model.export(path, format="tf_saved_model", verbose=False)
     reloaded = keras.layers.TFSMLayer(path, call_endpoint="serve",
                                       trainable=True)
-    originals = []
+    # The name of each reloaded variable -> the path of its original.
+    original_path = {}
     for variable in reloaded.trainable_weights:
-        same = [w for w in model.trainable_weights
+        same = [w.path for w in model.trainable_weights
                 if w.shape == variable.shape
                 and np.array_equal(w.numpy(), variable.numpy())]
         assert len(same) == 1, variable.name
-        originals.append(same[0])
-    assert len(originals) == len(model.trainable_weights)
-    x = tf.constant(rng.normal(size=(3, 8, 8, 3)), tf.float32)
-    upstream = tf.constant(rng.normal(size=(3, 4)), tf.float32)
+        original_path[variable.name] = same[0]
+    assert len(original_path) == len(model.trainable_weights)
+    x = rng.normal(size=(3, 8, 8, 3)).astype("float32")
+    upstream = rng.normal(size=(3, 4))
 
-    def outputs_and_gradients(call, weights):
-        """`call(x)` and the gradients of `sum(upstream * call(x))`, by
-        the name of the original weight (or "x")."""
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = call(x)
-            loss = tf.reduce_sum(upstream * y)
-        grads = tape.gradient(loss, [x, *weights])
-        names = ["x"] + [w.path for w in originals]
-        return y.numpy(), {n: g.numpy() for n, g in zip(names, grads)}
-
-    y, grads = outputs_and_gradients(model, originals)
-    y_reloaded, grads_reloaded = outputs_and_gradients(
-        reloaded, reloaded.trainable_weights)
+    y, grads = harness.outputs_and_gradients(model, x, upstream, key="path")
+    y_reloaded, by_name = harness.outputs_and_gradients(reloaded, x, upstream)
+    grads_reloaded = {original_path.get(name, name): g
+                      for name, g in by_name.items()}
     harness.assert_allclose(y_reloaded, y, rtol=1e-5, atol=1e-5)
     # float32 sums of terms up to ~10: absolute differences of ~1e-5.
     harness.assert_same_gradients(grads_reloaded, grads, rtol=1e-4,
