@@ -152,14 +152,19 @@ def _functional_model():
     return keras.Model(inputs, outputs)
 
 
-def test_keras_file_loads_in_fresh_process_with_plain_import(tmp_path):
+def _perturbed_functional_model_and_input(rng):
+    """`_functional_model()` with every weight moved off its initial value
+    (so that a load that lost them would show, and no two weights are
+    equal), and an input for it, both drawn from `rng`."""
     model = _functional_model()
-    rng = np.random.default_rng(1)
-    # Non-default weights, so that a load that lost them would show.
     model.set_weights(
         [w + rng.normal(size=w.shape) * 0.1 for w in model.get_weights()]
     )
-    x = rng.normal(size=(3, 8, 8, 3)).astype("float32")
+    return model, rng.normal(size=(3, 8, 8, 3)).astype("float32")
+
+
+def test_keras_file_loads_in_fresh_process_with_plain_import(tmp_path):
+    model, x = _perturbed_functional_model_and_input(np.random.default_rng(1))
     path = tmp_path / "model.keras"
     model.save(path)
     np.save(tmp_path / "x.npy", x)
@@ -210,12 +215,9 @@ def test_saved_model_reloaded_as_a_trainable_layer_has_the_models_gradients(
     # Fine-tuning a SavedModel (`TFSMLayer(trainable=True)`) differentiates
     # the functions TensorFlow saved, custom gradients included.
     keras.utils.set_random_seed(2)
-    model = _functional_model()
     rng = np.random.default_rng(2)
     # Distinct weights, so that each reloaded variable names its original.
-    model.set_weights(
-        [w + rng.normal(size=w.shape) * 0.1 for w in model.get_weights()]
-    )
+    model, x = _perturbed_functional_model_and_input(rng)
     path = str(tmp_path / "saved_model")
     model.export(path, format="tf_saved_model", verbose=False)
     reloaded = keras.layers.TFSMLayer(path, call_endpoint="serve",
@@ -229,7 +231,6 @@ def test_saved_model_reloaded_as_a_trainable_layer_has_the_models_gradients(
         assert len(same) == 1, variable.name
         original_path[variable.name] = same[0]
     assert len(original_path) == len(model.trainable_weights)
-    x = rng.normal(size=(3, 8, 8, 3)).astype("float32")
     upstream = rng.normal(size=(3, 4))
 
     y, grads = harness.outputs_and_gradients(model, x, upstream, key="path")
